@@ -1,0 +1,36 @@
+// Contract between the vassal state machine and the process layer.
+
+export interface ExitInfo {
+  /** Exit code when the leader exited normally, else null. */
+  readonly code: number | null;
+  /** Signal name when the leader was killed by a signal, else null. */
+  readonly signal: NodeJS.Signals | null;
+  /** Set when the process could not be spawned at all (ENOENT, EACCES...). */
+  readonly error?: string;
+}
+
+export interface SpawnRequest {
+  readonly name: string;
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  /** Complete environment for the child (the caller merges process.env and the spec env). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Append-mode log file receiving both stdout and stderr. */
+  readonly logFile: string;
+  /** When set, every output line is also handed here (the emperor mirrors it into its log). */
+  readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+export interface VassalProcess {
+  readonly pid: number;
+  /** Process group id; equals pid because every vassal leads its own group. */
+  readonly pgid: number;
+  /** /proc/<pid>/stat starttime (clock ticks since boot), to recognise a reused PID. */
+  readonly startTime: string | undefined;
+  /** Resolves once, from the child's exit event (never from stdio closing). */
+  readonly exited: Promise<ExitInfo>;
+  /** Signal the whole process group. Returns false when the group no longer exists. */
+  signalGroup(signal: NodeJS.Signals): boolean;
+  /** True while any process of the group is alive. */
+  groupAlive(): boolean;
+}
