@@ -1,0 +1,39 @@
+// One error type for everything that can be wrong with a vassal file, formatted for a log line.
+
+export interface ConfigErrorDetails {
+  /** Dotted path of the offending field, e.g. `stop.timeout` or `command[1]`. */
+  field?: string | undefined;
+  /** What would have been accepted, e.g. `a duration like 500ms, 10s or 2m`. */
+  expected?: string | undefined;
+  cause?: unknown;
+}
+
+// Control characters in file names or values must not split a log line (or forge a second one).
+function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (char) => {
+    if (char === '\n') return '\\n';
+    if (char === '\r') return '\\r';
+    if (char === '\t') return '\\t';
+    return `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** Message format: `<file>: <field>: <problem>`, or `<file>: <problem>` when no field applies. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly file: string;
+  readonly field?: string;
+  readonly expected?: string;
+  /** The message without the file and field prefix. */
+  readonly problem: string;
+
+  constructor(file: string, problem: string, details: ConfigErrorDetails = {}) {
+    const prefix = details.field === undefined ? file : `${file}: ${details.field}`;
+    super(oneLine(`${prefix}: ${problem}`), details.cause === undefined ? undefined : { cause: details.cause });
+    this.file = file;
+    this.problem = problem;
+    if (details.field !== undefined) this.field = details.field;
+    if (details.expected !== undefined) this.expected = details.expected;
+  }
+}

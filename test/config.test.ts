@@ -1,0 +1,572 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  ConfigError,
+  DEFAULTS,
+  MAX_VASSAL_FILE_BYTES,
+  classifyVassalFile,
+  formatDuration,
+  loadVassalFile,
+  parseDuration,
+  parseVassal,
+  type VassalParseResult,
+  type VassalSpec,
+} from '../src/config/index.js';
+
+const DIR = '/srv/vassals';
+const MINIMAL_YAML = 'command: [node, server.js]\n';
+
+function ok(result: VassalParseResult): VassalSpec {
+  if (!result.ok) assert.fail(`expected a valid vassal, got: ${result.error.message}`);
+  return result.spec;
+}
+
+function fails(result: VassalParseResult): ConfigError {
+  if (result.ok) assert.fail(`expected an error, got a spec: ${JSON.stringify(result.spec)}`);
+  assert.ok(result.error instanceof ConfigError);
+  assert.ok(!result.error.message.includes('\n'), `message must be one line: ${JSON.stringify(result.error.message)}`);
+  return result.error;
+}
+
+const yaml = (content: string, name = 'web.yaml'): VassalParseResult => parseVassal(content, path.join(DIR, name));
+const json = (value: unknown, name = 'web.json'): VassalParseResult => parseVassal(JSON.stringify(value), path.join(DIR, name));
+/** YAML document with `command` plus extra lines. */
+const withCommand = (extra: string): VassalParseResult => yaml(`${MINIMAL_YAML}${extra}`);
+
+const BILLION_LAUGHS = [
+  'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+  'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+  'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+  'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+  'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+  'f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]',
+  'g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]',
+  'h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]',
+  'i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]',
+].join('\n');
+
+void describe('parseVassal: formats and defaults', () => {
+  void it('fills every default for a minimal YAML file', () => {
+    const spec = ok(yaml(MINIMAL_YAML));
+    const { hash, ...rest } = spec;
+    assert.match(hash, /^[0-9a-f]{64}$/);
+    assert.deepEqual(rest, {
+      name: 'web',
+      file: '/srv/vassals/web.yaml',
+      argv: ['node', 'server.js'],
+      shell: false,
+      cwd: DIR,
+      env: {},
+      restart: 'always',
+      backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5 },
+      start: { timeoutMs: 30_000 },
+      stop: { signal: 'SIGTERM', timeoutMs: 10_000 },
+    });
+  });
+
+  void it('exports defaults that match what an empty document gets', () => {
+    const spec = ok(yaml(MINIMAL_YAML));
+    assert.equal(spec.shell, DEFAULTS.shell);
+    assert.equal(spec.restart, DEFAULTS.restart);
+    assert.deepEqual(spec.backoff, DEFAULTS.backoff);
+    assert.deepEqual(spec.start, DEFAULTS.start);
+    assert.deepEqual(spec.stop, DEFAULTS.stop);
+    assert.ok(Object.isFrozen(DEFAULTS.backoff));
+  });
+
+  void it('reads JSON files and gives the same spec as the equivalent YAML', () => {
+    const fromJson = ok(json({ command: ['node', 'server.js'] }, 'web.json'));
+    const fromYaml = ok(yaml(MINIMAL_YAML));
+    assert.equal(fromJson.name, 'web');
+    assert.equal(fromJson.file, '/srv/vassals/web.json');
+    const strip = ({ hash: _h, file: _f, ...rest }: VassalSpec) => rest;
+    assert.deepEqual(strip(fromJson), strip(fromYaml));
+  });
+
+  void it('reads .yml files', () => {
+    const spec = ok(yaml(MINIMAL_YAML, 'api.yml'));
+    assert.equal(spec.name, 'api');
+    assert.deepEqual(spec.argv, ['node', 'server.js']);
+  });
+
+  void it('takes every field when all are given', () => {
+    const spec = ok(
+      yaml(
+        [
+          'command: [python3, -m, http.server, "8000"]',
+          'shell: false',
+          'cwd: /opt/app',
+          'env: {MODE: prod}',
+          'restart: on-failure',
+          'backoff: {initial: 500ms, max: 2m, reset_after: 1h, max_retries: 9}',
+          'start: {timeout: 5s}',
+          'stop: {signal: SIGINT, timeout: 1.5s}',
+        ].join('\n'),
+      ),
+    );
+    assert.deepEqual(spec.argv, ['python3', '-m', 'http.server', '8000']);
+    assert.equal(spec.cwd, '/opt/app');
+    assert.deepEqual(spec.env, { MODE: 'prod' });
+    assert.equal(spec.restart, 'on-failure');
+    assert.deepEqual(spec.backoff, { initialMs: 500, maxMs: 120_000, resetAfterMs: 3_600_000, maxRetries: 9 });
+    assert.deepEqual(spec.start, { timeoutMs: 5_000 });
+    assert.deepEqual(spec.stop, { signal: 'SIGINT', timeoutMs: 1_500 });
+  });
+
+  void it('accepts a UTF-8 byte order mark in both formats', () => {
+    assert.deepEqual(ok(parseVassal(`\uFEFF${MINIMAL_YAML}`, '/v/a.yaml')).argv, ['node', 'server.js']);
+    assert.deepEqual(ok(parseVassal('\uFEFF{"command":["x"]}', '/v/a.json')).argv, ['x']);
+  });
+});
+
+void describe('durations', () => {
+  void it('parses values with units', () => {
+    const cases: Array<[string, number]> = [
+      ['500ms', 500],
+      ['10s', 10_000],
+      ['2m', 120_000],
+      ['1h', 3_600_000],
+      ['0s', 0],
+      ['1.5s', 1_500],
+      [' 10s ', 10_000],
+      ['3 minutes', 180_000],
+    ];
+    for (const [text, expected] of cases) assert.equal(parseDuration(text), expected, text);
+  });
+
+  void it('rejects bare numbers, negatives, garbage and absurd lengths', () => {
+    for (const value of [10, '10', '-1s', 'ten', '', '10 parsecs', Number.NaN, null, undefined, true, ['1s'], '30d']) {
+      assert.throws(() => parseDuration(value), /expected a duration like 500ms, 10s or 2m/, String(value));
+    }
+  });
+
+  void it('formats for status output', () => {
+    assert.equal(formatDuration(1_500), '1.5s');
+    assert.equal(formatDuration(120_000), '2m');
+    assert.equal(formatDuration(300), '300ms');
+    assert.equal(formatDuration(0), '0ms');
+    assert.equal(formatDuration(59_990), '1m');
+    assert.equal(formatDuration(5_400_000), '1.5h');
+    assert.equal(formatDuration(2 * 86_400_000), '2d');
+    assert.equal(formatDuration(-2_000), '-2s');
+    assert.equal(formatDuration(Number.NaN), 'n/a');
+  });
+
+  void it('reports a bad duration in a file with the field and what was found', () => {
+    const error = fails(withCommand('stop:\n  timeout: ten\n'));
+    assert.equal(error.message, '/srv/vassals/web.yaml: stop.timeout: expected a duration like 500ms, 10s or 2m, got "ten"');
+    assert.equal(error.file, '/srv/vassals/web.yaml');
+    assert.equal(error.field, 'stop.timeout');
+    assert.equal(error.expected, 'a duration like 500ms, 10s or 2m');
+  });
+
+  void it('asks for a unit when a duration is a bare number', () => {
+    const error = fails(withCommand('backoff: {reset_after: 30}\n'));
+    assert.equal(error.field, 'backoff.reset_after');
+    assert.match(error.message, /got 30 \(a unit is required, e\.g\. "30s"\)/);
+  });
+
+  void it('requires start.timeout to be positive but allows stop.timeout: 0s', () => {
+    const error = fails(withCommand('start: {timeout: 0s}\n'));
+    assert.equal(error.field, 'start.timeout');
+    assert.match(error.message, /greater than 0/);
+    assert.equal(ok(withCommand('stop: {timeout: 0s}\n')).stop.timeoutMs, 0);
+  });
+});
+
+void describe('command and shell', () => {
+  void it('refuses a string command without shell: true and says how to fix it', () => {
+    const error = fails(yaml('command: node server.js\n'));
+    assert.equal(error.field, 'command');
+    assert.match(error.message, /list/);
+    assert.match(error.message, /shell: true/);
+  });
+
+  void it('wraps a string command with /bin/sh -c when shell: true', () => {
+    const spec = ok(yaml('command: "exec node server.js > /tmp/log 2>&1"\nshell: true\n'));
+    assert.equal(spec.shell, true);
+    assert.deepEqual(spec.argv, ['/bin/sh', '-c', 'exec node server.js > /tmp/log 2>&1']);
+  });
+
+  void it('refuses a list command with shell: true', () => {
+    const error = fails(yaml('command: [node, server.js]\nshell: true\n'));
+    assert.equal(error.field, 'command');
+    assert.match(error.message, /expected a string/);
+  });
+
+  void it('requires command', () => {
+    const error = fails(yaml('restart: never\n'));
+    assert.equal(error.field, 'command');
+    assert.match(error.message, /required field is missing/);
+  });
+
+  void it('refuses empty commands and non-string or empty arguments, naming the index', () => {
+    assert.match(fails(yaml('command: []\n')).message, /command: .*got an empty list/);
+    assert.match(fails(yaml('command: ""\nshell: true\n')).message, /command: expected a non-empty command/);
+
+    const numeric = fails(yaml('command: [server, --port, 8080]\n'));
+    assert.equal(numeric.field, 'command[2]');
+    assert.match(numeric.message, /expected a string, got 8080 \(quote it: "8080"\)/);
+
+    assert.equal(fails(yaml('command: ["", x]\n')).field, 'command[0]');
+    // An empty argument after the program is a real argument (ssh-keygen -N "").
+    const withEmpty = parseVassal('command: [ssh-keygen, -N, ""]\n', '/v/web.yaml');
+    assert.ok(withEmpty.ok);
+    assert.deepEqual(withEmpty.spec.argv, ['ssh-keygen', '-N', '']);
+    assert.equal(fails(json({ command: ['node', 'a\u0000b'] })).field, 'command[1]');
+  });
+
+  void it('refuses a non-boolean shell', () => {
+    const error = fails(yaml('command: ls\nshell: "yes"\n'));
+    assert.equal(error.field, 'shell');
+    assert.match(error.message, /expected true or false, got "yes"/);
+  });
+});
+
+void describe('env', () => {
+  void it('converts numbers and booleans to strings, keeping YAML numbers as written', () => {
+    const spec = ok(withCommand('env:\n  PORT: 8080\n  DEBUG: true\n  UMASK: 0022\n  VERSION: 1.10\n  NAME: web\n'));
+    assert.deepEqual(spec.env, { PORT: '8080', DEBUG: 'true', UMASK: '0022', VERSION: '1.10', NAME: 'web' });
+    assert.deepEqual(ok(json({ command: ['x'], env: { PORT: 8080, ON: false } })).env, { PORT: '8080', ON: 'false' });
+  });
+
+  void it('rejects bad variable names', () => {
+    for (const name of ['1PORT', 'MY-VAR', 'A=B', 'MY VAR', '']) {
+      const error = fails(json({ command: ['x'], env: { [name]: 'v' } }));
+      assert.equal(error.field, `env[${JSON.stringify(name)}]`, name);
+      assert.match(error.message, /invalid variable name/);
+    }
+  });
+
+  void it('rejects null, lists and mappings as values, and env that is not a mapping', () => {
+    const nullValue = fails(withCommand('env:\n  PORT:\n'));
+    assert.equal(nullValue.field, 'env.PORT');
+    assert.match(nullValue.message, /expected a string, number or boolean, got null/);
+    assert.equal(fails(json({ command: ['x'], env: { A: [1] } })).field, 'env.A');
+    assert.equal(fails(json({ command: ['x'], env: { A: { b: 1 } } })).field, 'env.A');
+    assert.match(fails(json({ command: ['x'], env: ['A=1'] })).message, /env: expected a mapping/);
+  });
+
+  void it('keeps a variable named __proto__ as data without touching any prototype', () => {
+    const spec = ok(parseVassal('{"command":["x"],"env":{"__proto__":"yes"}}', '/v/p.json'));
+    assert.ok(Object.hasOwn(spec.env, '__proto__'));
+    assert.equal(Object.getPrototypeOf(spec.env), Object.prototype);
+    assert.equal(({} as Record<string, unknown>)['yes'], undefined);
+  });
+});
+
+void describe('strictness and messages', () => {
+  void it('names an unknown top-level field and lists the allowed ones', () => {
+    const error = fails(withCommand('restrat: never\n'));
+    assert.ok(
+      error.message.startsWith(
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop)',
+      ),
+      error.message,
+    );
+    assert.match(error.message, /did you mean restart\?/);
+    assert.equal(error.field, 'restrat');
+  });
+
+  void it('names an unknown nested field with its dotted path', () => {
+    const error = fails(withCommand('stop:\n  sginal: TERM\n'));
+    assert.equal(error.field, 'stop.sginal');
+    assert.match(error.message, /stop\.sginal: unknown field \(allowed: signal, timeout\)/);
+    assert.equal(fails(withCommand('backoff: {inital: 1s}\n')).field, 'backoff.inital');
+    assert.equal(fails(withCommand('start: {timeout: 1s, grace: 1s}\n')).field, 'start.grace');
+  });
+
+  void it('reports a misspelt key before the missing field it causes, and counts the rest', () => {
+    const error = fails(yaml('comand: [node]\n'));
+    assert.equal(error.field, 'comand');
+    assert.match(error.message, /\(and 1 more problem\)$/);
+    const many = fails(yaml('command: [node]\nrestart: sometimes\nshell: 1\nfoo: 1\n'));
+    assert.match(many.message, /\(and 2 more problems\)$/);
+  });
+
+  void it('lists the allowed values for a bad enum', () => {
+    const error = fails(withCommand('restart: sometimes\n'));
+    assert.equal(error.field, 'restart');
+    assert.match(error.message, /expected one of always, on-failure, never, got "sometimes"/);
+  });
+
+  void it('rejects mappings where lists or values belong', () => {
+    assert.match(fails(withCommand('backoff: [1s]\n')).message, /backoff: expected a mapping, got a list/);
+    assert.match(fails(withCommand('stop:\n')).message, /stop: expected a mapping, got null/);
+  });
+
+  void it('keeps messages on one line even when values contain newlines', () => {
+    const error = fails(json({ command: ['x'], restart: 'never\nFAKE LOG LINE' }));
+    assert.match(error.message, /never\\nFAKE LOG LINE/);
+  });
+
+  void it('rejects __proto__ as a field in JSON', () => {
+    assert.equal(fails(parseVassal('{"command":["x"],"__proto__":{"shell":true}}', '/v/p.json')).field, '__proto__');
+  });
+});
+
+void describe('stop.signal', () => {
+  void it('normalizes names with or without SIG, in any case', () => {
+    const cases: Array<[string, string]> = [
+      ['SIGTERM', 'SIGTERM'],
+      ['term', 'SIGTERM'],
+      ['sigint', 'SIGINT'],
+      ['Hup', 'SIGHUP'],
+      ['SIGKILL', 'SIGKILL'],
+      ['QUIT', 'SIGQUIT'],
+    ];
+    for (const [written, expected] of cases) {
+      assert.equal(ok(withCommand(`stop: {signal: ${written}}\n`)).stop.signal, expected, written);
+    }
+  });
+
+  void it('rejects unknown signals, numbers and SIGSTOP', () => {
+    const unknown = fails(withCommand('stop: {signal: SIGFOO}\n'));
+    assert.equal(unknown.field, 'stop.signal');
+    assert.match(unknown.message, /expected a signal name like SIGTERM, SIGINT or HUP, got "SIGFOO"/);
+    assert.equal(fails(withCommand('stop: {signal: 15}\n')).field, 'stop.signal');
+    assert.equal(fails(withCommand('stop: {signal: SIG}\n')).field, 'stop.signal');
+    assert.match(fails(withCommand('stop: {signal: stop}\n')).message, /SIGSTOP cannot be used/);
+  });
+});
+
+void describe('backoff', () => {
+  void it('rejects max below initial, blaming the field that was written', () => {
+    const both = fails(withCommand('backoff: {initial: 2m, max: 1m}\n'));
+    assert.equal(both.field, 'backoff.max');
+    assert.match(both.message, /at least backoff\.initial \(2m\), got 1m/);
+    const defaultMax = fails(withCommand('backoff: {initial: 2m}\n'));
+    assert.equal(defaultMax.field, 'backoff.initial');
+    assert.match(defaultMax.message, /backoff\.max/);
+  });
+
+  void it('accepts max equal to initial', () => {
+    assert.equal(ok(withCommand('backoff: {initial: 5s, max: 5s}\n')).backoff.maxMs, 5_000);
+  });
+
+  void it('requires max_retries to be a whole number of at least 1', () => {
+    for (const value of ['0', '-1', '1.5', '"5"', 'null']) {
+      const error = fails(withCommand(`backoff: {max_retries: ${value}}\n`));
+      assert.equal(error.field, 'backoff.max_retries', value);
+      assert.match(error.message, /expected a whole number of at least 1/);
+    }
+    assert.equal(ok(withCommand('backoff: {max_retries: 1}\n')).backoff.maxRetries, 1);
+  });
+});
+
+void describe('file-level problems', () => {
+  void it('refuses empty and whitespace-only files', () => {
+    for (const content of ['', '   \n\t\n']) {
+      assert.match(fails(yaml(content)).message, /: file is empty$/);
+      assert.match(fails(parseVassal(content, '/v/web.json')).message, /: file is empty$/);
+    }
+    assert.match(fails(yaml('# nothing here yet\n')).message, /file is empty/);
+  });
+
+  void it('refuses binary content and invalid UTF-8', () => {
+    assert.match(fails(parseVassal(Buffer.from([0x63, 0x00, 0x01, 0xff]), '/v/web.yaml')).message, /binary/);
+    assert.match(fails(parseVassal(Buffer.from([0x61, 0x3a, 0x20, 0xc3, 0x28]), '/v/web.yaml')).message, /not valid UTF-8/);
+  });
+
+  void it('refuses content over 1 MiB but accepts a file of exactly 1 MiB', () => {
+    const padding = (size: number) => `${MINIMAL_YAML}#${'x'.repeat(size - MINIMAL_YAML.length - 1)}`;
+    assert.match(fails(yaml(padding(MAX_VASSAL_FILE_BYTES + 1))).message, /too large/);
+    assert.equal(Buffer.byteLength(padding(MAX_VASSAL_FILE_BYTES)), MAX_VASSAL_FILE_BYTES);
+    assert.equal(ok(yaml(padding(MAX_VASSAL_FILE_BYTES))).name, 'web');
+  });
+
+  void it('stops a "billion laughs" alias bomb quickly', () => {
+    const started = performance.now();
+    const error = fails(yaml(BILLION_LAUGHS));
+    assert.ok(performance.now() - started < 1_000, 'alias expansion must be cut off early');
+    assert.match(error.message, /alias/);
+  });
+
+  void it('survives 10,000 levels of nesting in JSON and YAML', () => {
+    const arrays = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
+    const documents: Array<[string, string]> = [
+      ['deep.json', arrays],
+      ['deep.json', `{"command": ${arrays}}`],
+      ['deep.yaml', arrays],
+      ['deep.yaml', `command: ${arrays}`],
+      ['deep.yaml', `${'{a: '.repeat(10_000)}1${'}'.repeat(10_000)}`],
+      ['deep.yaml', `${'- '.repeat(10_000)}x`],
+    ];
+    for (const [name, content] of documents) {
+      const error = fails(parseVassal(content, `/v/${name}`));
+      assert.match(error.message, /nested more than 32 levels/, `${name}: ${content.slice(0, 20)}`);
+    }
+  });
+
+  void it('does not loop on a self-referencing YAML alias', () => {
+    assert.match(fails(yaml('command: &x [*x]\n')).message, /nested more than 32 levels/);
+  });
+
+  void it('refuses a top level that is not a mapping', () => {
+    assert.match(fails(yaml('- node\n- server.js\n')).message, /top level.*got a list/);
+    assert.match(fails(yaml('just a string\n')).message, /top level.*got "just a string"/);
+    assert.match(fails(parseVassal('42', '/v/web.json')).message, /top level.*got 42/);
+    assert.match(fails(parseVassal('null', '/v/web.json')).message, /top level.*got null/);
+  });
+
+  void it('reports YAML syntax errors with line and column', () => {
+    const error = fails(yaml('command: [node, server.js]\nenv:\n  A: [1, 2\nrestart: never\n'));
+    assert.match(error.message, /invalid YAML at line \d+, column \d+: /);
+    assert.match(fails(yaml('command: [a]\ncommand: [b]\n')).message, /line 2, column 1: duplicate key "command"/);
+    assert.match(fails(yaml('command: [a]\n---\ncommand: [b]\n')).message, /more than one YAML document/);
+    assert.match(fails(yaml('command: !custom [a]\n')).message, /Unresolved tag/);
+    assert.match(fails(yaml('command: [a]\nenv: {A: !!binary aGk=}\n')).message, /Unresolved tag/);
+  });
+
+  void it('reports JSON syntax errors with line and column', () => {
+    assert.match(fails(parseVassal('{"command": [node]}', '/v/web.json')).message, /invalid JSON at line 1, column 14: /);
+    assert.match(fails(parseVassal('{\n  "command": ["x"],\n}', '/v/web.json')).message, /invalid JSON at line 3, column 1: /);
+    assert.match(fails(parseVassal('{"command": [', '/v/web.json')).message, /invalid JSON at line 1, column 14: unexpected end of file/);
+  });
+
+  void it('refuses file names that are not vassals or not safe', () => {
+    assert.match(fails(parseVassal(MINIMAL_YAML, '/v/.web.yaml')).message, /not a vassal file/);
+    assert.match(fails(parseVassal(MINIMAL_YAML, '/v/web.conf')).message, /not a vassal file/);
+    assert.match(fails(parseVassal(MINIMAL_YAML, '/v/my app.yaml')).message, /invalid vassal name "my app": .*space/);
+  });
+});
+
+void describe('classifyVassalFile', () => {
+  void it('ignores hidden files, editor leftovers and other extensions', () => {
+    for (const basename of ['.web.yaml', '.hidden', 'web.yaml~', 'web.yaml.swp', '.web.yaml.swp', 'web.tmp', 'web.yaml.tmp', 'web.txt', 'web', 'README.md', 'web.YAML', '#web.yaml#', 'web.yaml.bak']) {
+      assert.deepEqual(classifyVassalFile(basename), { kind: 'ignored' }, basename);
+    }
+  });
+
+  void it('accepts safe names and strips the extension', () => {
+    const cases: Array<[string, string]> = [
+      ['web.yaml', 'web'],
+      ['api.yml', 'api'],
+      ['worker.json', 'worker'],
+      ['web.v2.yaml', 'web.v2'],
+      ['queue@3.yaml', 'queue@3'],
+      ['A_b-C.9.yml', 'A_b-C.9'],
+      ['9lives.json', '9lives'],
+      [`${'a'.repeat(128)}.yaml`, 'a'.repeat(128)],
+    ];
+    for (const [basename, name] of cases) {
+      assert.deepEqual(classifyVassalFile(basename), { kind: 'vassal', name }, basename);
+    }
+  });
+
+  void it('flags unsafe names with a reason', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['my app.yaml', /space/],
+      ['tab\there.yaml', /control character/],
+      ['café.yaml', /non-ASCII/],
+      ['a..b.yaml', /"\.\."/],
+      ['-web.yaml', /start with a letter or a digit/],
+      ['_web.yaml', /start with a letter or a digit/],
+      ['web:1.yaml', /":"/],
+      ['a/b.yaml', /"\/"/],
+      [`${'a'.repeat(129)}.yaml`, /129 characters/],
+    ];
+    for (const [basename, reason] of cases) {
+      const result = classifyVassalFile(basename);
+      assert.equal(result.kind, 'bad-name', basename);
+      if (result.kind === 'bad-name') {
+        assert.equal(result.name, basename.slice(0, basename.lastIndexOf('.')));
+        assert.match(result.reason, reason, basename);
+      }
+    }
+  });
+});
+
+void describe('spec properties', () => {
+  void it('hashes the raw bytes: stable for equal content, different for any change', () => {
+    const first = ok(yaml(MINIMAL_YAML)).hash;
+    assert.equal(ok(yaml(MINIMAL_YAML)).hash, first);
+    assert.equal(ok(parseVassal(Buffer.from(MINIMAL_YAML), '/elsewhere/web.yaml')).hash, first);
+    assert.equal(first, createHash('sha256').update(MINIMAL_YAML).digest('hex'));
+    assert.notEqual(ok(yaml(`${MINIMAL_YAML}\n`)).hash, first);
+    assert.notEqual(ok(yaml(`# comment\n${MINIMAL_YAML}`)).hash, first);
+  });
+
+  void it('resolves cwd against the vassal file directory', () => {
+    assert.equal(ok(yaml(MINIMAL_YAML)).cwd, DIR);
+    assert.equal(ok(withCommand('cwd: app\n')).cwd, '/srv/vassals/app');
+    assert.equal(ok(withCommand('cwd: ../app\n')).cwd, '/srv/app');
+    assert.equal(ok(withCommand('cwd: /opt/app\n')).cwd, '/opt/app');
+    assert.equal(fails(withCommand('cwd: ""\n')).field, 'cwd');
+    assert.equal(fails(withCommand('cwd: 5\n')).field, 'cwd');
+  });
+
+  void it('is deeply frozen', () => {
+    const spec = ok(withCommand('env: {A: b}\n'));
+    for (const part of [spec, spec.argv, spec.env, spec.backoff, spec.start, spec.stop]) assert.ok(Object.isFrozen(part));
+    assert.throws(() => (spec.argv as string[]).push('--evil'), TypeError);
+    assert.throws(() => {
+      (spec.env as Record<string, string>)['A'] = 'changed';
+    }, TypeError);
+    assert.throws(() => {
+      (spec.stop as { timeoutMs: number }).timeoutMs = 0;
+    }, TypeError);
+  });
+});
+
+void describe('loadVassalFile', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'emperor-config-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  void it('loads a real file and matches parseVassal', async () => {
+    const file = path.join(dir, 'web.yaml');
+    await writeFile(file, MINIMAL_YAML);
+    const spec = ok(await loadVassalFile(file));
+    assert.equal(spec.file, file);
+    assert.equal(spec.cwd, dir);
+    assert.deepEqual(spec, ok(parseVassal(MINIMAL_YAML, file)));
+  });
+
+  void it('turns a missing file into a ConfigError', async () => {
+    const file = path.join(dir, 'missing.yaml');
+    const error = fails(await loadVassalFile(file));
+    assert.equal(error.file, file);
+    assert.match(error.message, /file does not exist \(ENOENT\)/);
+  });
+
+  void it('turns a directory into a ConfigError', async () => {
+    const sub = path.join(dir, 'adir.yaml');
+    await mkdir(sub);
+    assert.match(fails(await loadVassalFile(sub)).message, /is a directory/);
+  });
+
+  void it('refuses an oversized file without parsing it', async () => {
+    const file = path.join(dir, 'big.yaml');
+    await writeFile(file, Buffer.alloc(MAX_VASSAL_FILE_BYTES + 10, 0x20));
+    assert.match(fails(await loadVassalFile(file)).message, /too large/);
+  });
+
+  void it('reports content errors with the file path', async () => {
+    const file = path.join(dir, 'broken.json');
+    await writeFile(file, '{"command": "x"}');
+    const error = fails(await loadVassalFile(file));
+    assert.equal(error.file, file);
+    assert.equal(error.field, 'command');
+  });
+
+  void it('does not block on a FIFO named like a vassal', async (t) => {
+    const fifo = path.join(dir, 'pipe.yaml');
+    try {
+      execFileSync('mkfifo', [fifo]);
+    } catch {
+      t.skip('mkfifo is not available');
+      return;
+    }
+    assert.match(fails(await loadVassalFile(fifo)).message, /not a regular file/);
+  });
+});
