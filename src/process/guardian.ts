@@ -1,0 +1,137 @@
+// A tiny watchdog that outlives a SIGKILLed emperor just long enough to kill its vassals.
+//
+// setpriv's parent-death signal only reaches each vassal's leader; grandchildren would be
+// orphaned. The guardian is one /bin/sh per emperor (about a megabyte, whatever the number of
+// vassals) that holds the list of live process groups and reads it from a pipe. The kernel
+// closes the pipe's write end however the emperor dies, so EOF on stdin means "the emperor is
+// gone": kill every listed group, then exit.
+import net from 'node:net';
+import type { Writable } from 'node:stream';
+import { execa } from 'execa';
+
+// POSIX builtins only (dash), no fork per line. Each listed group is a shell variable g_<pgid>
+// (a hash lookup: 1,000 vassals cost microseconds, where string surgery on one long list took
+// ~100 ms per removal in dash). Only at EOF is `set` read back, through one forked subshell.
+// Ids of 0 or 1 (or with leading zeros) are refused: "kill -- -1" would signal every process
+// on the host. dash's kill wants -s KILL; it rejects "kill -KILL -- -PGID".
+const SCRIPT = `
+trap '' INT TERM HUP
+while IFS= read -r l; do
+  case $l in
+    quit) exit 0 ;;
+    [+-]*) id=\${l#?} ;;
+    *) continue ;;
+  esac
+  case $id in ''|0*|1|*[!0-9]*) continue ;; esac
+  case $l in
+    +*) eval "g_$id=1" ;;
+    *) unset "g_$id" ;;
+  esac
+done
+set | while IFS= read -r v; do
+  case $v in g_[0-9]*=*) v=\${v#g_}; kill -s KILL -- "-\${v%%=*}" 2>/dev/null ;; esac
+done
+exit 0
+`;
+
+/** close() waits this long for the guardian to acknowledge quit by exiting. */
+const CLOSE_WAIT_MS = 2000;
+
+interface Running {
+  readonly pid: number | undefined;
+  readonly stdin: Writable | null;
+  readonly exited: Promise<void>;
+  ref(): void;
+  kill(signal: NodeJS.Signals): boolean;
+}
+
+const noop = (): void => undefined;
+
+function launch(): Running {
+  const child = execa('/bin/sh', ['-c', SCRIPT], {
+    // Own process group: Ctrl-C or a signal to the emperor's group must not reach it.
+    detached: true,
+    stdin: 'pipe',
+    stdout: 'ignore',
+    stderr: 'ignore',
+    env: {},
+    extendEnv: false,
+    reject: false,
+    buffer: false,
+    // execa's cleanup would kill it when the emperor exits: exactly when it has work to do.
+    cleanup: false,
+    forceKillAfterDelay: false,
+  });
+  // None of these may reach the emperor: a missing /bin/sh or a dead guardian (EPIPE) only
+  // costs the extra protection.
+  child.on('error', noop);
+  child.stdin.on('error', noop);
+  child.then(noop, noop);
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  // Neither the process nor the pipe may keep the emperor's event loop alive.
+  child.unref();
+  if (child.stdin instanceof net.Socket) child.stdin.unref();
+  return { pid: child.pid, stdin: child.stdin, exited, ref: () => child.ref(), kill: (sig) => child.kill(sig) };
+}
+
+export class Guardian {
+  private running: Running | undefined;
+  private started = false;
+  private readonly groups = new Set<number>();
+
+  /** Pid of the guardian shell, while it runs. */
+  get pid(): number | undefined {
+    return this.running?.pid;
+  }
+
+  start(): void {
+    this.started = true;
+    if (this.running) return;
+    const running = launch();
+    this.running = running;
+    void running.exited.then(() => {
+      if (this.running === running) this.running = undefined;
+    });
+    // After a restart the new guardian must know every group the old one did.
+    for (const pgid of this.groups) this.send(`+${pgid}`);
+  }
+
+  add(pgid: number): void {
+    if (!Number.isInteger(pgid) || pgid < 2) return;
+    this.groups.add(pgid);
+    // A guardian that died is replaced at the next vassal start (which replays the set).
+    if (this.started && !this.running) this.start();
+    else this.send(`+${pgid}`);
+  }
+
+  remove(pgid: number): void {
+    if (!this.groups.delete(pgid)) return;
+    this.send(`-${pgid}`);
+  }
+
+  /** Clean shutdown: the guardian exits without killing anything. */
+  async close(): Promise<void> {
+    this.started = false;
+    const running = this.running;
+    if (!running) return;
+    // Keep the loop alive until it is really gone, or `await close()` could be cut short.
+    running.ref();
+    this.send('quit');
+    running.stdin?.end();
+    const timer = setTimeout(() => running.kill('SIGKILL'), CLOSE_WAIT_MS);
+    try {
+      await running.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private send(line: string): void {
+    const stdin = this.running?.stdin;
+    if (!stdin || stdin.destroyed || stdin.writableEnded) return;
+    stdin.write(`${line}\n`);
+  }
+}

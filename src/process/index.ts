@@ -1,0 +1,10 @@
+// The process layer: spawning vassals as process groups, stopping them, and making sure
+// nothing survives the emperor by accident.
+export type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
+export { spawnVassal } from './spawn.js';
+export { stopGroup, reapGroupAfterExit, type StopResult, type ReapResult } from './stop.js';
+export { Guardian } from './guardian.js';
+export { PidRecords, type PidRecord, type StoredRecord, type LeftoverReport } from './records.js';
+export { readStat, readStatSync, listPids, liveGroupMembers, type ProcStat } from './procfs.js';
+export { setprivPath } from './launch.js';
+export { MAX_LINE } from './lines.js';

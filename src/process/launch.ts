@@ -1,0 +1,69 @@
+// Checks done before spawning, so a typo in a vassal file gives a clear error instead of an
+// ENOENT from deep inside the spawn, and the setpriv lookup for the parent-death signal.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execaSync } from 'execa';
+
+/** What execvp and libuv fall back to when the environment has no PATH. */
+const DEFAULT_PATH = '/usr/bin:/bin';
+
+function isExecutableFile(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Where execvp would find cmd: relative to cwd when it has a '/', else along PATH. */
+export function findExecutable(cmd: string, cwd: string, pathVar: string | undefined): string | undefined {
+  if (cmd.includes('/')) {
+    const file = path.resolve(cwd, cmd);
+    return isExecutableFile(file) ? file : undefined;
+  }
+  for (const dir of (pathVar ?? DEFAULT_PATH).split(':')) {
+    // An empty PATH entry means the current directory, which for the child is cwd.
+    const file = path.resolve(cwd, dir, cmd);
+    if (isExecutableFile(file)) return file;
+  }
+  return undefined;
+}
+
+/** Why argv cannot be started in cwd, or undefined when it can. */
+export function launchProblem(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): string | undefined {
+  const cmd = argv[0];
+  if (cmd === undefined || cmd === '') return 'empty command line';
+  let isDir = false;
+  try {
+    isDir = fs.statSync(cwd).isDirectory();
+  } catch {
+    return `working directory does not exist: ${cwd}`;
+  }
+  if (!isDir) return `working directory is not a directory: ${cwd}`;
+  if (findExecutable(cmd, cwd, env.PATH) !== undefined) return undefined;
+  if (!cmd.includes('/')) return `command not found: ${cmd} (searched PATH)`;
+  const file = path.resolve(cwd, cmd);
+  return fs.existsSync(file) ? `not an executable file: ${file}` : `command not found: ${file}`;
+}
+
+let setpriv: { path: string | undefined } | undefined;
+
+/**
+ * The util-linux setpriv used to give each vassal a parent-death signal, or undefined.
+ * Looked up once, on first use, in the emperor's own PATH. BusyBox ships a setpriv without
+ * --pdeathsig, and using it would make every start fail, so the option is checked too.
+ */
+export function setprivPath(): string | undefined {
+  if (setpriv === undefined) {
+    const found = findExecutable('setpriv', '/', process.env.PATH);
+    setpriv = { path: found !== undefined && supportsPdeathsig(found) ? found : undefined };
+  }
+  return setpriv.path;
+}
+
+function supportsPdeathsig(file: string): boolean {
+  const res = execaSync(file, ['--help'], { reject: false, timeout: 5000, all: true, stdin: 'ignore' });
+  return typeof res.all === 'string' && res.all.includes('--pdeathsig');
+}

@@ -1,0 +1,525 @@
+// The process layer against real processes, real files and the real /proc.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import {
+  Guardian,
+  MAX_LINE,
+  PidRecords,
+  liveGroupMembers,
+  readStat,
+  readStatSync,
+  reapGroupAfterExit,
+  setprivPath,
+  spawnVassal,
+  stopGroup,
+  type LeftoverReport,
+  type SpawnRequest,
+  type VassalProcess,
+} from '../src/process/index.js';
+import { LineSplitter } from '../src/process/lines.js';
+import { fixture } from './support/paths.js';
+import { waitFor } from './support/wait.js';
+
+// Fixtures that play the emperor import the compiled module from wherever this build lives.
+const processModule = fileURLToPath(new URL('../src/process/index.js', import.meta.url));
+const tree = fixture('process/tree.js');
+const parentScript = fixture('process/parent.js');
+const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+/** Above any pid_max Linux allows, so never a live process. */
+const NO_SUCH_PID = 4194304;
+
+const gone = (pid: number): boolean => {
+  const stat = readStatSync(pid);
+  // A zombie is dead; an init that does not reap orphans (common in containers) keeps it listed.
+  return stat === undefined || stat.state === 'Z' || stat.state === 'X';
+};
+const alive = (pid: number): boolean => !gone(pid);
+const cmdline = (pid: number): string[] => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+  } catch {
+    return [];
+  }
+};
+
+interface Scratch {
+  readonly dir: string;
+  /** SIGKILL this group (and rm the dir) when the test ends, passed or not. */
+  killGroup(pgid: number | undefined): void;
+  killPid(pid: number | undefined): void;
+}
+
+function scratch(t: TestContext): Scratch {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'emperor-process-'));
+  const groups = new Set<number>();
+  const pids = new Set<number>();
+  const kill = (target: number): void => {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  t.after(() => {
+    for (const pid of pids) kill(pid);
+    for (const pgid of groups) kill(-pgid);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    dir,
+    killGroup: (pgid) => {
+      if (pgid !== undefined && pgid > 1) groups.add(pgid);
+    },
+    killPid: (pid) => {
+      if (pid !== undefined && pid > 1) pids.add(pid);
+    },
+  };
+}
+
+/** Bounded await, so a broken implementation fails the test instead of hanging it. */
+async function within<T>(p: Promise<T>, what: string, ms = 10000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function start(s: Scratch, argv: readonly string[], extra: Partial<SpawnRequest> = {}): VassalProcess {
+  const proc = spawnVassal({ name: 'v', argv, cwd: s.dir, env, logFile: path.join(s.dir, 'logs', 'v.log'), ...extra });
+  s.killGroup(proc.pgid);
+  return proc;
+}
+
+interface Tree {
+  readonly proc: VassalProcess;
+  readonly leader: number;
+  readonly child: number;
+  readonly lines: Array<[string, string]>;
+}
+
+/** Starts tree.js and waits until both the leader and its child are up. */
+async function startTree(s: Scratch, flags: string[], withOnLine = false): Promise<Tree> {
+  const lines: Array<[string, string]> = [];
+  const logFile = path.join(s.dir, 'logs', 'v.log');
+  const onLine = (line: string, stream: string): void => {
+    lines.push([stream, line]);
+  };
+  const proc = start(s, [process.execPath, tree, 'leader', ...flags], withOnLine ? { onLine } : {});
+  assert.ok(proc.pid > 0, 'tree.js started');
+  let match = null as RegExpExecArray | null;
+  await waitFor(() => {
+    const text = withOnLine ? lines.map(([, l]) => l).join('\n') : fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '';
+    match = /PIDS (\d+) (\d+)/.exec(text);
+    return match !== null;
+  }, 'tree.js to report its pids');
+  assert.ok(match);
+  const [leader, child] = [Number(match[1]), Number(match[2])];
+  s.killPid(child);
+  return { proc, leader, child, lines };
+}
+
+async function firstJsonLine(stream: Readable): Promise<Record<string, unknown>> {
+  for await (const line of readline.createInterface({ input: stream })) {
+    return JSON.parse(line) as Record<string, unknown>;
+  }
+  throw new Error('stream ended without a line');
+}
+
+/** A pid from parent.js's report; 0 (never a process we would signal) when absent. */
+const pidOf = (info: Record<string, unknown>, key: string): number => (typeof info[key] === 'number' ? info[key] : 0);
+
+interface Exitable {
+  exitCode: number | null;
+  signalCode: NodeJS.Signals | null;
+  once(event: 'exit', listener: () => void): unknown;
+}
+const exitOf = (child: Exitable): Promise<void> =>
+  child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', () => resolve()));
+
+/** Runs parent.js (a stand-in emperor) and returns the pids it reports. */
+async function startParent(s: Scratch, mode: 'pdeathsig' | 'guardian' | 'exec-fail', parentEnv: Record<string, string> = env) {
+  const parent = execa(process.execPath, [parentScript, processModule, mode, s.dir, tree], {
+    env: parentEnv,
+    extendEnv: false,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'inherit',
+    reject: false,
+    buffer: false,
+  });
+  s.killPid(parent.pid);
+  const info = await within(firstJsonLine(parent.stdout), `parent.js ${mode} to report`);
+  for (const key of ['leader', 'spared', 'guardian']) s.killGroup(pidOf(info, key));
+  return { parent, info };
+}
+
+// ---- exit reporting -------------------------------------------------------------------
+
+void test('reports the exit code, leads its own group, and leaves no zombie', async (t) => {
+  const s = scratch(t);
+  const proc = start(s, ['/bin/sh', '-c', 'exit 7']);
+  assert.ok(proc.pid > 0);
+  assert.equal(proc.pgid, proc.pid);
+  assert.match(proc.startTime ?? '', /^\d+$/);
+  assert.deepEqual(await within(proc.exited, 'exit'), { code: 7, signal: null });
+  assert.equal(fs.existsSync(`/proc/${proc.pid}`), false, 'the leader was reaped');
+  assert.equal(proc.groupAlive(), false);
+  assert.equal(proc.signalGroup('SIGTERM'), false);
+  // Stopping an already exited vassal is a no-op, not an error or a SIGKILL.
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 1000), { forced: false, lingering: false });
+});
+
+void test('reports the signal that killed the leader', async (t) => {
+  const s = scratch(t);
+  const proc = start(s, ['/bin/sh', '-c', 'kill -USR1 $$']);
+  assert.deepEqual(await within(proc.exited, 'exit'), { code: null, signal: 'SIGUSR1' });
+});
+
+void test('the pid is the app itself (setpriv execs) and startTime matches /proc', async (t) => {
+  const s = scratch(t);
+  const proc = start(s, ['sleep', '1000']);
+  await waitFor(() => cmdline(proc.pid)[0] === 'sleep', 'the leader to exec sleep');
+  const stat = await readStat(proc.pid);
+  assert.equal(stat?.pgid, proc.pid);
+  assert.equal(stat?.startTime, proc.startTime);
+  assert.equal(proc.groupAlive(), true);
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 10000), { forced: false, lingering: false });
+  assert.deepEqual(await proc.exited, { code: null, signal: 'SIGTERM' });
+});
+
+void test('a relative command with a slash resolves against cwd', async (t) => {
+  const s = scratch(t);
+  fs.writeFileSync(path.join(s.dir, 'app.sh'), '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+  const proc = start(s, ['./app.sh']);
+  assert.deepEqual(await within(proc.exited, 'exit'), { code: 3, signal: null });
+});
+
+// ---- output -------------------------------------------------------------------------------
+
+void test('output goes straight into the log file, appended, and the emperor keeps no fd', async (t) => {
+  const s = scratch(t);
+  const logFile = path.join(s.dir, 'new', 'dir', 'v.log');
+  const proc = start(s, ['/bin/sh', '-c', 'echo out; echo err >&2'], { logFile });
+  // Checked right after spawn: our copy of the fd is closed already.
+  const ours = fs.readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`) === logFile;
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(ours, []);
+  await within(proc.exited, 'exit');
+  // The child wrote the file itself, so it is complete the moment the child has exited.
+  assert.equal(fs.readFileSync(logFile, 'utf8'), 'out\nerr\n');
+
+  const again = start(s, ['/bin/sh', '-c', 'echo second'], { logFile });
+  await within(again.exited, 'exit');
+  assert.equal(fs.readFileSync(logFile, 'utf8'), 'out\nerr\nsecond\n');
+});
+
+void test('onLine gets stdout and stderr lines, capped, and the log file gets every byte', async (t) => {
+  const s = scratch(t);
+  const logFile = path.join(s.dir, 'v.log');
+  const lines: Array<[string, string]> = [];
+  const proc = start(s, [process.execPath, fixture('process/output.js')], {
+    logFile,
+    onLine: (line, stream) => lines.push([stream, line]),
+  });
+  assert.deepEqual(await within(proc.exited, 'exit'), { code: 0, signal: null });
+  await waitFor(() => lines.some(([, l]) => l === 'tail without newline'), 'the trailing partial line');
+
+  const of = (stream: string): string[] => lines.filter(([st]) => st === stream).map(([, l]) => l);
+  const x = 'x'.repeat(40000);
+  assert.deepEqual(of('stderr'), ['err one']);
+  assert.deepEqual(of('stdout'), [
+    'out one',
+    'héllo',
+    x.slice(0, MAX_LINE),
+    x.slice(MAX_LINE, 2 * MAX_LINE),
+    x.slice(2 * MAX_LINE),
+    'tail without newline',
+  ]);
+
+  const stdoutBytes = `out one\nhéllo\n${x}\ntail without newline`;
+  const expectedSize = Buffer.byteLength(stdoutBytes) + Buffer.byteLength('err one\r\n');
+  await waitFor(() => fs.statSync(logFile).size === expectedSize, 'the log file to receive all output');
+  // stdout and stderr are separate pipes, so only the order within each is defined: the stderr
+  // chunk may even land between the two bytes of "é". Hence bytes, not text.
+  const content = fs.readFileSync(logFile);
+  const at = content.indexOf('err one\r\n');
+  assert.ok(at >= 0, 'the stderr line is in the log file');
+  const withoutStderr = Buffer.concat([content.subarray(0, at), content.subarray(at + 'err one\r\n'.length)]);
+  assert.ok(withoutStderr.equals(Buffer.from(stdoutBytes)), 'the stdout bytes are in the log file, in order');
+});
+
+void test('LineSplitter: chunk boundaries, CRLF, multi-byte characters, cap, trailing line', () => {
+  const out: string[] = [];
+  const split = new LineSplitter((l) => out.push(l), 4);
+  split.push(Buffer.from('ab\r'));
+  split.push(Buffer.from('\ncd'));
+  const e = Buffer.from('é');
+  split.push(Buffer.concat([Buffer.from('\n'), e.subarray(0, 1)]));
+  split.push(Buffer.concat([e.subarray(1), Buffer.from('\n0123456789\n\nxyz')]));
+  assert.deepEqual(out, ['ab', 'cd', 'é', '0123', '4567', '89', '']);
+  split.end();
+  assert.deepEqual(out.slice(-1), ['xyz']);
+});
+
+// ---- not starting ---------------------------------------------------------------------------
+
+void test('a missing command, a missing cwd or a non-executable file give an error without spawning', async (t) => {
+  const s = scratch(t);
+  const logFile = path.join(s.dir, 'never.log');
+  const cases: Array<[Partial<SpawnRequest>, RegExp]> = [
+    [{ argv: ['no-such-command-xyz'] }, /^command not found: no-such-command-xyz \(searched PATH\)$/],
+    [{ argv: ['./missing.sh'] }, /^command not found: .*\/missing\.sh$/],
+    [{ argv: ['sleep', '1'], cwd: path.join(s.dir, 'nope') }, /^working directory does not exist: .*\/nope$/],
+    [{ argv: ['./data.txt'] }, /^not an executable file: .*\/data\.txt$/],
+    [{ argv: [] }, /^empty command line$/],
+  ];
+  fs.writeFileSync(path.join(s.dir, 'data.txt'), 'not a program\n', { mode: 0o644 });
+  for (const [req, error] of cases) {
+    const proc = start(s, req.argv ?? [], { ...req, logFile });
+    assert.equal(proc.pid, 0);
+    assert.equal(proc.startTime, undefined);
+    const info = await within(proc.exited, 'exited of a vassal that never started', 1000);
+    assert.equal(info.code, null);
+    assert.equal(info.signal, null);
+    assert.match(info.error ?? '', error);
+    assert.equal(proc.groupAlive(), false);
+    assert.equal(proc.signalGroup('SIGKILL'), false, 'pid 0 must never turn into kill(0)');
+  }
+  assert.equal(fs.existsSync(logFile), false, 'nothing was started, so no log file either');
+});
+
+void test('an exec that fails after the checks: exited carries the error, or setpriv exits 127', async (t) => {
+  const s = scratch(t);
+  // Without setpriv, Node spawns the file itself and reports the failure as an 'error' event.
+  const direct = (await startParent(s, 'exec-fail', { PATH: path.join(s.dir, 'empty-path') })).info;
+  assert.equal(direct.pid, 0);
+  assert.equal(direct.code, null);
+  assert.match(String(direct.error), /^spawn failed: .*ENOENT/);
+  if (setprivPath() === undefined) return;
+  // Through setpriv the fork succeeded, so it is an ordinary exit, with setpriv's reason in the log.
+  const viaSetpriv = (await startParent(s, 'exec-fail')).info;
+  assert.ok(pidOf(viaSetpriv, 'pid') > 0);
+  assert.equal(viaSetpriv.code, 127);
+  assert.equal(viaSetpriv.error, undefined);
+  assert.match(fs.readFileSync(path.join(s.dir, 'bad.log'), 'utf8'), /failed to execute/);
+});
+
+// ---- stopping -------------------------------------------------------------------------------
+
+void test('stopGroup reaches a grandchild', async (t) => {
+  const s = scratch(t);
+  const { proc, leader, child } = await startTree(s, []);
+  assert.equal(leader, proc.pid);
+  assert.equal(readStatSync(child)?.pgid, proc.pgid, 'the grandchild is in the vassal group');
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 10000), { forced: false, lingering: false });
+  assert.deepEqual(await proc.exited, { code: null, signal: 'SIGTERM' });
+  assert.ok(gone(leader) && gone(child), 'leader and grandchild are gone');
+  assert.equal(proc.groupAlive(), false);
+});
+
+void test('stopGroup escalates to SIGKILL when the leader traps SIGTERM', async (t) => {
+  const s = scratch(t);
+  const { proc, child } = await startTree(s, ['--leader-trap-term']);
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 300), { forced: true, lingering: false });
+  assert.deepEqual(await proc.exited, { code: null, signal: 'SIGKILL' });
+  assert.ok(gone(proc.pid) && gone(child));
+});
+
+void test('stopGroup escalates to SIGKILL for a grandchild that ignores SIGTERM after the leader exits', async (t) => {
+  const s = scratch(t);
+  const { proc, child } = await startTree(s, ['--child-ignore-term']);
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 300), { forced: true, lingering: false });
+  // The leader went with the SIGTERM; only the grandchild needed the SIGKILL.
+  assert.deepEqual(await proc.exited, { code: null, signal: 'SIGTERM' });
+  assert.ok(gone(child), 'the grandchild is gone');
+});
+
+void test('reapGroupAfterExit kills an orphaned grandchild', async (t) => {
+  const s = scratch(t);
+  const { proc, child } = await startTree(s, ['--leader-exit']);
+  assert.deepEqual(await within(proc.exited, 'leader exit'), { code: 0, signal: null });
+  assert.ok(alive(child), 'the grandchild outlived its leader');
+  assert.equal(proc.groupAlive(), true);
+  assert.deepEqual(await reapGroupAfterExit(proc), { killed: true, lingering: false });
+  assert.ok(gone(child), 'the grandchild is gone');
+  assert.equal(proc.groupAlive(), false);
+  assert.deepEqual(await reapGroupAfterExit(proc), { killed: false, lingering: false });
+});
+
+void test('exited resolves on the leader exit while a grandchild keeps the stdout pipe open (onLine)', async (t) => {
+  const s = scratch(t);
+  const { proc, child, lines } = await startTree(s, ['--leader-exit'], true);
+  assert.deepEqual(await within(proc.exited, 'leader exit despite the open pipe'), { code: 0, signal: null });
+  assert.ok(alive(child));
+  assert.match(fs.readlinkSync(`/proc/${child}/fd/1`), /^(pipe|socket):/, 'the grandchild still holds the stdout pipe');
+  assert.ok(lines.some(([stream, l]) => stream === 'stdout' && l.startsWith('PIDS ')));
+  await reapGroupAfterExit(proc);
+  assert.ok(gone(child));
+});
+
+// ---- an emperor that dies by SIGKILL ----------------------------------------------------
+
+void test('pdeathsig: the vassal leader dies with its SIGKILLed parent', async (t) => {
+  if (setprivPath() === undefined) return t.skip('util-linux setpriv is not installed');
+  const s = scratch(t);
+  const { parent, info } = await startParent(s, 'pdeathsig');
+  const leader = pidOf(info, 'leader');
+  assert.ok(leader > 0);
+  // setpriv sets the parent-death signal before it execs: only then is the vassal protected.
+  await waitFor(() => cmdline(leader)[0] === process.execPath, 'setpriv to exec the app');
+  parent.kill('SIGKILL');
+  await within(exitOf(parent), 'parent exit');
+  await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
+});
+
+void test('without setpriv on PATH the vassal still starts (and has no parent-death signal)', async (t) => {
+  const s = scratch(t);
+  const { parent, info } = await startParent(s, 'pdeathsig', { PATH: path.join(s.dir, 'empty-path') });
+  const leader = pidOf(info, 'leader');
+  assert.ok(leader > 0);
+  assert.equal(cmdline(leader)[0], process.execPath, 'argv ran directly, not through setpriv');
+  parent.kill('SIGKILL');
+  await within(exitOf(parent), 'parent exit');
+  // A parent-death signal is sent before the parent can be reaped, so it would be visible now.
+  const status = fs.readFileSync(`/proc/${leader}/status`, 'utf8');
+  const pending = [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].reduce((acc, m) => acc | BigInt(`0x${m[1]}`), 0n);
+  assert.ok(alive(leader), 'the leader survives its parent');
+  assert.equal(pending & (1n << 8n), 0n, 'no SIGKILL pending');
+});
+
+void test('guardian: a SIGKILLed emperor takes the grandchildren down too, and only listed groups', async (t) => {
+  const s = scratch(t);
+  const { parent, info } = await startParent(s, 'guardian');
+  const [child, spared, guardian] = [pidOf(info, 'child'), pidOf(info, 'spared'), pidOf(info, 'guardian')];
+  assert.ok(child && spared && guardian, 'parent.js reported child, spared and guardian pids');
+  assert.ok(alive(child) && alive(spared) && alive(guardian));
+  parent.kill('SIGKILL');
+  await within(exitOf(parent), 'parent exit');
+  await waitFor(() => gone(child), 'the guardian to kill the grandchild');
+  await waitFor(() => gone(guardian), 'the guardian to exit');
+  // The guardian is done, so this is final: a group removed from its list is left alone.
+  assert.ok(alive(spared), 'the removed group was spared');
+});
+
+void test('guardian: close() (quit) leaves listed groups alone', async (t) => {
+  const s = scratch(t);
+  const guardian = new Guardian();
+  guardian.start();
+  const gpid = guardian.pid ?? 0;
+  s.killGroup(gpid);
+  assert.ok(gpid > 0 && alive(gpid));
+  const proc = start(s, ['sleep', '1000']);
+  guardian.add(proc.pgid);
+  await within(guardian.close(), 'guardian close');
+  assert.equal(fs.existsSync(`/proc/${gpid}`), false, 'the guardian exited and was reaped');
+  assert.equal(guardian.pid, undefined);
+  assert.equal(proc.groupAlive(), true, 'the listed group still runs');
+  assert.deepEqual(await stopGroup(proc, 'SIGTERM', 10000), { forced: false, lingering: false });
+});
+
+void test('guardian: its death does not hurt the emperor, and it is replaced on the next add', async (t) => {
+  const s = scratch(t);
+  const guardian = new Guardian();
+  guardian.start();
+  const first = guardian.pid ?? 0;
+  s.killGroup(first);
+  assert.ok(first > 0);
+  guardian.add(NO_SUCH_PID - 1);
+  process.kill(first, 'SIGKILL');
+  // Spin without yielding, so Node cannot reap it yet: the write below must then hit EPIPE.
+  const deadline = Date.now() + 5000;
+  while (readStatSync(first)?.state !== 'Z' && Date.now() < deadline);
+  assert.equal(readStatSync(first)?.state, 'Z');
+  guardian.remove(NO_SUCH_PID - 1);
+  await waitFor(() => guardian.pid === undefined, 'the emperor to notice the guardian exit');
+  guardian.add(NO_SUCH_PID - 2);
+  const second = guardian.pid ?? 0;
+  s.killGroup(second);
+  assert.ok(second > 0 && second !== first && alive(second), 'a new guardian runs');
+  await within(guardian.close(), 'guardian close');
+  assert.ok(gone(second));
+});
+
+// ---- pid records ------------------------------------------------------------------------
+
+void test('PidRecords: write, list and remove, atomically', async (t) => {
+  const s = scratch(t);
+  const records = new PidRecords(path.join(s.dir, 'state', 'pids'));
+  assert.deepEqual(await records.list(), []);
+  await records.write('web', { pid: 10, pgid: 10, startTime: '123', argv: ['node', 'app.js'], emperorPid: 5 });
+  await records.write('odd/name', { pid: 11, pgid: 11, startTime: undefined, argv: [], emperorPid: 5 });
+  await records.write('web', { pid: 12, pgid: 12, startTime: '456', argv: ['node'], emperorPid: 5 });
+  const listed = (await records.list()).sort((a, b) => a.name.localeCompare(b.name));
+  assert.deepEqual(
+    listed.map(({ name, pid, startTime, argv }) => ({ name, pid, startTime, argv })),
+    [
+      { name: 'odd/name', pid: 11, startTime: undefined, argv: [] },
+      { name: 'web', pid: 12, startTime: '456', argv: ['node'] },
+    ],
+  );
+  assert.ok(fs.readdirSync(records.dir).every((f) => f.endsWith('.json')), 'no temp files left');
+  await records.remove('web');
+  await records.remove('web');
+  assert.deepEqual((await records.list()).map((r) => r.name), ['odd/name']);
+});
+
+void test('reapLeftovers kills a recorded live group and spares recycled or unverifiable ids', async (t) => {
+  const s = scratch(t);
+  const records = new PidRecords(path.join(s.dir, 'pids'));
+  const spawnGroup = (script: string) => {
+    const child = execa('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore', reject: false, cleanup: false });
+    s.killGroup(child.pid);
+    void child.then(() => undefined);
+    return child.pid ?? 0;
+  };
+  const victim = spawnGroup('sleep 1000 & exec sleep 1000');
+  const bystander = spawnGroup('exec sleep 1000');
+  await waitFor(() => liveGroupMembers(victim).length === 2, 'the victim group to have two processes');
+  const victimStart = readStatSync(victim)?.startTime ?? '';
+  const bystanderStart = readStatSync(bystander)?.startTime ?? '';
+  const victims = liveGroupMembers(victim);
+
+  const rec = { argv: ['sleep'], emperorPid: NO_SUCH_PID };
+  await records.write('victim', { ...rec, pid: victim, pgid: victim, startTime: victimStart });
+  // Same pid, other start time: the id now belongs to someone else.
+  await records.write('reused', { ...rec, pid: bystander, pgid: bystander, startTime: String(BigInt(bystanderStart) - 1n) });
+  await records.write('no-start', { ...rec, pid: bystander, pgid: bystander, startTime: undefined });
+  await records.write('nothing-left', { ...rec, pid: NO_SUCH_PID - 3, pgid: NO_SUCH_PID - 3, startTime: '1' });
+  // Right pid and start time, but from another boot, where start times mean something else.
+  const oldBoot = { ...rec, pid: bystander, pgid: bystander, startTime: bystanderStart, bootId: 'another-boot' };
+  fs.writeFileSync(path.join(records.dir, 'old-boot.json'), JSON.stringify(oldBoot));
+  fs.writeFileSync(path.join(records.dir, 'garbage.json'), '{not json');
+  fs.writeFileSync(path.join(records.dir, '.victim.1.1.tmp'), '{');
+
+  const skipped: LeftoverReport[] = [];
+  const report = await within(records.reapLeftovers((r) => skipped.push(r)), 'reapLeftovers');
+  assert.deepEqual(report, [{ name: 'victim', pid: victim, pgid: victim, killed: 2, reason: `its process group ${victim} was still running` }]);
+  const reasons = Object.fromEntries(skipped.map((r) => [r.name, r.reason]));
+  assert.deepEqual(Object.keys(reasons).sort(), ['no-start', 'nothing-left', 'old-boot', 'reused']);
+  assert.ok(skipped.every((r) => r.killed === 0));
+  assert.match(reasons.reused ?? '', /reused/);
+  assert.match(reasons['no-start'] ?? '', /no start time/);
+  assert.match(reasons['old-boot'] ?? '', /reboot/);
+  assert.match(reasons['nothing-left'] ?? '', /nothing/);
+
+  assert.ok(victims.every(gone), 'every process of the recorded group is gone');
+  assert.ok(alive(bystander), 'the process behind mismatched records is untouched');
+  assert.deepEqual(fs.readdirSync(records.dir), [], 'all records, junk included, are deleted');
+});
