@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, only when it is missing (a no-op run takes well under a second):
+#   - Debian packages: etcd-server (etcd), etcd-client (etcdctl), prometheus (promtool), util-linux (setpriv)
+#   - node_modules via `npm ci` when missing or older than package-lock.json
+# Prints one line per thing it did. Safe to run repeatedly; needs root (or sudo) only when installing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+did=0
+say() { echo "setup: $*"; did=1; }
+
+# binary -> Debian package that provides it
+declare -A pkg_for=(
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
+  [promtool]=prometheus
+  [setpriv]=util-linux
+)
+
+# --runtime: only what running the emperor needs (npm packages); the Debian tools are for tests.
+runtime_only=0
+[[ "${1:-}" == "--runtime" ]] && runtime_only=1
+
+missing=()
+for bin in etcd etcdctl promtool setpriv; do
+  ((runtime_only)) && [[ $bin != setpriv ]] && continue
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    missing+=("${pkg_for[$bin]}")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else
+      echo "setup: need root to install ${missing[*]} (no sudo found)" >&2
+      exit 1
+    fi
+  fi
+
+  # Keep the packages' maintainer scripts from starting system etcd/prometheus daemons:
+  # invoke-rc.d consults /usr/sbin/policy-rc.d, and exit code 101 means "action forbidden".
+  # Any existing policy-rc.d is put back afterwards.
+  policy=/usr/sbin/policy-rc.d
+  policy_backup=""
+  restore_policy() {
+    if [[ -n "$policy_backup" ]]; then
+      "${SUDO[@]}" mv -f "$policy_backup" "$policy"
+    else
+      "${SUDO[@]}" rm -f "$policy"
+    fi
+  }
+  if [[ -e "$policy" ]]; then
+    policy_backup="$(mktemp /usr/sbin/.policy-rc.d.setup-backup.XXXXXX 2>/dev/null || echo /usr/sbin/.policy-rc.d.setup-backup)"
+    "${SUDO[@]}" cp -p "$policy" "$policy_backup"
+  fi
+  trap restore_policy EXIT
+  printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy"
+
+  "${SUDO[@]}" apt-get update -qq >/dev/null
+  say "ran apt-get update"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "installed ${missing[*]}"
+
+  restore_policy
+  trap - EXIT
+
+  # Belt and braces: if a service got started anyway (e.g. policy-rc.d ignored), stop it.
+  for svc in etcd prometheus; do
+    if [[ -x /etc/init.d/$svc ]] && "${SUDO[@]}" /etc/init.d/"$svc" status >/dev/null 2>&1; then
+      "${SUDO[@]}" /etc/init.d/"$svc" stop >/dev/null 2>&1 || true
+      say "stopped the system $svc service started by its package"
+    fi
+  done
+fi
+
+if [[ ! -d node_modules ]]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  say "ran npm ci (node_modules was missing)"
+elif [[ ! -e node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  say "ran npm ci (node_modules older than package-lock.json)"
+fi
+
+if ((did == 0)); then
+  echo "setup: everything present, nothing to do"
+fi
