@@ -1,0 +1,51 @@
+import path from 'node:path';
+import { formatDuration } from '../config/duration.js';
+import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+function lastExit(v: VassalStatus): string {
+  return v.lastExit ? v.lastExit.reason : '-';
+}
+
+function stateOf(v: VassalStatus, now: number): string {
+  if (v.state === 'backoff' && v.nextStartAt) return `backoff (retry in ${formatDuration(Math.max(0, v.nextStartAt - now))})`;
+  return v.state;
+}
+
+export function formatStatusTable(s: EmperorStatus, now = Date.now()): string {
+  if (s.vassals.length === 0) return `no vassals in ${s.vassalsDir}`;
+  const rows = [['NAME', 'STATE', 'PID', 'UPTIME', 'RESTARTS', 'LAST EXIT', 'FILE']];
+  for (const v of s.vassals) {
+    rows.push([
+      v.name,
+      stateOf(v, now),
+      v.pid === null ? '-' : String(v.pid),
+      v.uptimeMs === null ? '-' : formatDuration(Math.round(v.uptimeMs / 1000) * 1000 || v.uptimeMs),
+      String(v.restarts),
+      lastExit(v),
+      path.basename(v.file) + (v.fileError ? ' (invalid)' : ''),
+    ]);
+  }
+  const errors = s.vassals.filter((v) => v.fileError).map((v) => `${v.name}: ${v.fileError}`);
+  return table(rows) + (errors.length ? `\n\nfile errors:\n${errors.join('\n')}` : '');
+}
+
+export function formatVassal(v: VassalStatus, now = Date.now()): string {
+  const lines: Array<[string, string]> = [
+    ['name', v.name],
+    ['state', stateOf(v, now)],
+    ['pid', v.pid === null ? '-' : String(v.pid)],
+    ['uptime', v.uptimeMs === null ? '-' : formatDuration(v.uptimeMs)],
+    ['restarts', String(v.restarts)],
+    ['failures in a row', String(v.failures)],
+    ['last exit', lastExit(v)],
+    ['file', v.file],
+  ];
+  if (v.fileError) lines.push(['file error', v.fileError]);
+  const w = Math.max(...lines.map(([k]) => k.length));
+  return lines.map(([k, val]) => `${k.padEnd(w)}  ${val}`).join('\n');
+}

@@ -1,0 +1,138 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ApiError, callApi, NoEmperorError } from '../api/client.js';
+import { parseDuration } from '../config/duration.js';
+import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
+import { defaultLogsDir, defaultStateDir, socketPathIn } from './defaults.js';
+import { formatStatusTable, formatVassal } from './format.js';
+import { runEmperor } from './run.js';
+
+function durationArg(flag: string) {
+  return (value: string): number => {
+    try {
+      return parseDuration(value);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag}: ${(err as Error).message}`);
+    }
+  };
+}
+
+const stateDirOption = (): Option =>
+  new Option('--state-dir <dir>', 'state directory of the emperor to talk to').env('EMPEROR_STATE_DIR').default(defaultStateDir());
+
+/** Turn API failures into one clear line and an exit code, never a stack trace. */
+async function withApi(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    if (err instanceof NoEmperorError || err instanceof ApiError) {
+      process.stderr.write(`emperor: ${err.message}\n`);
+      process.exitCode = err instanceof NoEmperorError ? 3 : 1;
+      return;
+    }
+    throw err;
+  }
+}
+
+const program = new Command();
+program
+  .name('emperor')
+  .description('Supervise a directory of app files: drop a file to deploy, edit to reload, delete to stop.')
+  .showHelpAfterError();
+
+program
+  .command('run', { isDefault: true })
+  .description('run the emperor on a vassals directory (the default command)')
+  .addOption(new Option('--vassals <dir>', 'directory of vassal files').env('EMPEROR_VASSALS').makeOptionMandatory())
+  .addOption(stateDirOption().default(defaultStateDir()).env('EMPEROR_STATE_DIR'))
+  .addOption(new Option('--logs-dir <dir>', 'per-vassal output logs').env('EMPEROR_LOGS_DIR').default(defaultLogsDir()))
+  .addOption(new Option('--log-format <format>', 'emperor log format').choices(['human', 'json']).env('EMPEROR_LOG_FORMAT').default('human'))
+  .addOption(new Option('--log-level <level>', 'emperor log level').choices(['error', 'warn', 'info', 'debug']).env('EMPEROR_LOG_LEVEL').default('info'))
+  .addOption(new Option('--mirror-output', "copy vassals' output lines into the emperor log").env('EMPEROR_MIRROR_OUTPUT'))
+  .addOption(
+    new Option('--rescan-interval <duration>', 'full directory rescan period (repairs missed events)')
+      .env('EMPEROR_RESCAN_INTERVAL')
+      .argParser(durationArg('--rescan-interval'))
+      .default(10_000, '10s'),
+  )
+  .addOption(
+    new Option('--settle <duration>', 'quiet time after a file event before the file is read')
+      .env('EMPEROR_SETTLE')
+      .argParser(durationArg('--settle'))
+      .default(20, '20ms'),
+  )
+  .option('--no-watch', 'do not use file-change events; find changes by rescanning only (network filesystems)')
+  .action(async (o: { vassals: string; stateDir: string; logsDir: string; logFormat: 'human' | 'json'; logLevel: string; mirrorOutput?: boolean; rescanInterval: number; settle: number; watch: boolean }) => {
+    if (o.rescanInterval < 100) throw new InvalidArgumentError('--rescan-interval: expected at least 100ms');
+    try {
+      await runEmperor({
+        vassals: o.vassals,
+        stateDir: o.stateDir,
+        logsDir: o.logsDir,
+        logFormat: o.logFormat,
+        logLevel: o.logLevel,
+        mirrorOutput: Boolean(o.mirrorOutput),
+        settleMs: o.settle,
+        rescanMs: o.rescanInterval,
+        useEvents: o.watch,
+      });
+    } catch (err) {
+      process.stderr.write(`emperor: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+program
+  .command('status [name]')
+  .description('show every vassal (a table), or one vassal in detail')
+  .option('--json', 'print JSON')
+  .addOption(stateDirOption())
+  .action((name: string | undefined, o: { json?: boolean; stateDir: string }) =>
+    withApi(async () => {
+      const sock = socketPathIn(o.stateDir);
+      if (name) {
+        const v = await callApi<VassalStatus>(sock, 'GET', `/v1/vassals/${encodeURIComponent(name)}`);
+        process.stdout.write((o.json ? JSON.stringify(v, null, 2) : formatVassal(v)) + '\n');
+      } else {
+        const s = await callApi<EmperorStatus>(sock, 'GET', '/v1/status');
+        process.stdout.write((o.json ? JSON.stringify(s, null, 2) : formatStatusTable(s)) + '\n');
+      }
+    }),
+  );
+
+for (const [action, help] of [
+  ['start', 'start a vassal (clears fatal)'],
+  ['stop', 'stop a vassal; it stays stopped until started or its file changes'],
+  ['restart', 'stop then start a vassal with its current spec'],
+] as const) {
+  program
+    .command(`${action} <name>`)
+    .description(help)
+    .option('--json', 'print the resulting status as JSON')
+    .addOption(stateDirOption())
+    .action((name: string, o: { json?: boolean; stateDir: string }) =>
+      withApi(async () => {
+        const v = await callApi<VassalStatus>(socketPathIn(o.stateDir), 'POST', `/v1/vassals/${encodeURIComponent(name)}/${action}`);
+        process.stdout.write(o.json ? JSON.stringify(v, null, 2) + '\n' : `${v.name}: ${v.state}${v.lastExit && v.state !== 'running' ? ` (last exit: ${v.lastExit.reason})` : ''}\n`);
+      }),
+    );
+}
+
+program
+  .command('reload [name]')
+  .description('re-read a vassal file and restart it gracefully; without a name, all vassals (like SIGHUP)')
+  .option('--json', 'print the resulting status as JSON')
+  .addOption(stateDirOption())
+  .action((name: string | undefined, o: { json?: boolean; stateDir: string }) =>
+    withApi(async () => {
+      const sock = socketPathIn(o.stateDir);
+      if (name) {
+        const v = await callApi<VassalStatus>(sock, 'POST', `/v1/vassals/${encodeURIComponent(name)}/reload`);
+        process.stdout.write(o.json ? JSON.stringify(v, null, 2) + '\n' : `${v.name}: ${v.state}\n`);
+      } else {
+        const s = await callApi<EmperorStatus>(sock, 'POST', '/v1/reload');
+        process.stdout.write(o.json ? JSON.stringify(s, null, 2) + '\n' : formatStatusTable(s) + '\n');
+      }
+    }),
+  );
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,308 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { loadVassalFile } from '../config/load.js';
+import type { ConfigError } from '../config/errors.js';
+import type { VassalSpec } from '../config/spec.js';
+import type { Logger } from '../log/logger.js';
+import { Guardian } from '../process/guardian.js';
+import { PidRecords } from '../process/records.js';
+import { SETTLED, type VassalState } from '../vassal/states.js';
+import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
+import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
+import { inheritableEnv } from './env.js';
+
+export interface EmperorOptions {
+  readonly vassalsDir: string;
+  readonly stateDir: string;
+  readonly logsDir: string;
+  readonly logger: Logger;
+  readonly mirrorOutput: boolean;
+  readonly settleMs: number;
+  readonly invalidGraceMs: number;
+  readonly rescanMs: number;
+  readonly useEvents?: boolean;
+}
+
+/** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
+export interface VassalStatus extends Omit<VassalSnapshot, 'state' | 'hash'> {
+  readonly state: VassalState | 'invalid';
+  readonly hash: string | null;
+  /** Set when the file's current content is invalid (a running vassal keeps its last good spec). */
+  readonly fileError: string | null;
+}
+
+export interface EmperorStatus {
+  readonly pid: number;
+  readonly vassalsDir: string;
+  readonly stateDir: string;
+  readonly logsDir: string;
+  readonly startedAt: number;
+  readonly vassals: VassalStatus[];
+}
+
+interface Entry {
+  readonly name: string;
+  file: string;
+  vassal: Vassal | undefined;
+  fileError: ConfigError | undefined;
+  /** The file is gone; the entry disappears once its vassal has stopped. */
+  removed: boolean;
+}
+
+export class ControlError extends Error {
+  constructor(
+    message: string,
+    readonly status: 404 | 409,
+  ) {
+    super(message);
+  }
+}
+
+export type Action = 'start' | 'stop' | 'restart' | 'reload';
+
+function nameOfFile(file: string): string {
+  const base = path.basename(file);
+  return base.slice(0, base.length - path.extname(base).length);
+}
+
+/**
+ * Owns the set of vassals: turns settled file events into vassal intents, and serves the
+ * control API's requests. Holds no process state itself; each Vassal owns its own.
+ */
+export class Emperor {
+  private readonly entries = new Map<string, Entry>();
+  private readonly conflicts = new Set<string>();
+  private readonly watcher: VassalDirWatcher;
+  private readonly guardian = new Guardian();
+  private readonly records: PidRecords;
+  private readonly baseEnv = inheritableEnv(process.env);
+  private readonly startedAt = Date.now();
+  private shuttingDown = false;
+
+  constructor(private readonly opts: EmperorOptions) {
+    this.watcher = new VassalDirWatcher(opts.vassalsDir, opts);
+    this.records = new PidRecords(path.join(opts.stateDir, 'pids'));
+    this.watcher.on('upsert', (file, verdict) => this.onUpsert(file, verdict));
+    this.watcher.on('remove', (file) => this.onRemove(file));
+    this.watcher.on('error', (err) => opts.logger.error(err.message, { event: 'watch-error' }));
+  }
+
+  get log(): Logger {
+    return this.opts.logger;
+  }
+
+  async start(): Promise<void> {
+    const st = await fs.stat(this.opts.vassalsDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new Error(`vassals directory ${this.opts.vassalsDir} does not exist or is not a directory (--vassals / EMPEROR_VASSALS)`);
+    await fs.mkdir(this.opts.logsDir, { recursive: true });
+    for (const left of await this.records.reapLeftovers()) {
+      this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run (pid ${left.pid}): ${left.reason}`, {
+        vassal: left.name,
+        event: 'leftover',
+        pid: left.pid,
+      });
+    }
+    this.guardian.start();
+    await this.watcher.start();
+    this.log.info(`watching ${this.opts.vassalsDir}`, { event: 'watching', vassals: this.entries.size });
+  }
+
+  /** Stop every vassal in parallel, then let go of everything. */
+  async shutdown(): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    await this.watcher.close();
+    await Promise.all([...this.entries.values()].map((e) => e.vassal?.stop() ?? Promise.resolve()));
+    await this.guardian.close();
+  }
+
+  // ---- file events ---------------------------------------------------------------------
+
+  private onUpsert(file: string, verdict: FileVerdict): void {
+    if (this.shuttingDown) return;
+    const name = nameOfFile(file);
+    let entry = this.entries.get(name);
+    if (entry && entry.file !== file && !entry.removed) {
+      if (!this.conflicts.has(file)) {
+        this.conflicts.add(file);
+        this.log.error(`${file}: vassal name "${name}" is already used by ${entry.file}; rename one of them`, { vassal: name, event: 'invalid' });
+      }
+      return;
+    }
+    this.conflicts.delete(file);
+    if (!entry) {
+      entry = { name, file, vassal: undefined, fileError: undefined, removed: false };
+      this.entries.set(name, entry);
+    }
+    entry.file = file;
+    const wasRemoved = entry.removed;
+    entry.removed = false;
+
+    if (!verdict.ok) {
+      entry.fileError = verdict.error;
+      const keeps = entry.vassal && !wasRemoved ? '; the running version keeps running until the file is fixed' : '';
+      this.log.error(`invalid vassal file: ${verdict.error.message}${keeps}`, { vassal: name, event: 'invalid' });
+      return;
+    }
+    const hadError = entry.fileError !== undefined;
+    entry.fileError = undefined;
+    const spec = verdict.spec;
+    if (!entry.vassal) {
+      this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
+      entry.vassal = new Vassal(spec, this.vassalContext());
+      entry.vassal.start();
+      return;
+    }
+    if (spec.hash === entry.vassal.spec.hash && !wasRemoved) {
+      if (hadError) this.log.info('vassal file is valid again; nothing changed', { vassal: name, event: 'file-fixed' });
+      return;
+    }
+    this.log.info(`${file} changed; reloading`, { vassal: name, event: 'reload' });
+    void entry.vassal.restart(spec);
+  }
+
+  private onRemove(file: string): void {
+    const name = nameOfFile(file);
+    this.conflicts.delete(file);
+    const entry = this.entries.get(name);
+    if (!entry || entry.file !== file) return;
+    entry.removed = true;
+    if (!entry.vassal) {
+      this.entries.delete(name);
+      return;
+    }
+    this.log.info(`${file} removed; stopping`, { vassal: name, event: 'remove' });
+    const vassal = entry.vassal;
+    void vassal.stop().then(() => {
+      // Re-added while stopping? Then the entry lives on with its new spec.
+      if (entry.removed && this.entries.get(name) === entry) this.entries.delete(name);
+    });
+  }
+
+  private vassalContext() {
+    return {
+      logger: this.opts.logger,
+      logsDir: this.opts.logsDir,
+      mirrorOutput: this.opts.mirrorOutput,
+      baseEnv: this.baseEnv,
+      guardian: this.guardian,
+      records: this.records,
+    };
+  }
+
+  // ---- control -------------------------------------------------------------------------
+
+  status(): EmperorStatus {
+    const now = Date.now();
+    const vassals = [...this.entries.values()]
+      .filter((e) => !(e.removed && !e.vassal))
+      .map((e) => this.row(e, now))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    return {
+      pid: process.pid,
+      vassalsDir: this.opts.vassalsDir,
+      stateDir: this.opts.stateDir,
+      logsDir: this.opts.logsDir,
+      startedAt: this.startedAt,
+      vassals,
+    };
+  }
+
+  vassalStatus(name: string): VassalStatus {
+    return this.row(this.entry(name), Date.now());
+  }
+
+  private row(e: Entry, now: number): VassalStatus {
+    const fileError = e.fileError?.message ?? null;
+    if (!e.vassal) {
+      return {
+        name: e.name,
+        state: 'invalid',
+        pid: null,
+        uptimeMs: null,
+        restarts: 0,
+        failures: 0,
+        lastExit: null,
+        file: e.file,
+        hash: null,
+        stateSince: this.startedAt,
+        nextStartAt: null,
+        fileError,
+      };
+    }
+    return { ...e.vassal.snapshot(now), fileError };
+  }
+
+  private entry(name: string): Entry {
+    const e = this.entries.get(name);
+    if (!e) throw new ControlError(`no vassal named "${name}"`, 404);
+    return e;
+  }
+
+  private runnable(name: string): { entry: Entry; vassal: Vassal } {
+    const entry = this.entry(name);
+    if (!entry.vassal) throw new ControlError(`vassal "${name}" has no valid file: ${entry.fileError?.message ?? 'unknown error'}`, 409);
+    return { entry, vassal: entry.vassal };
+  }
+
+  /**
+   * Apply a control action. Resolves when the vassal has settled: stopped for `stop`,
+   * past starting (running, or failed) for the others.
+   */
+  async control(name: string, action: Action): Promise<VassalStatus> {
+    const { entry, vassal } = this.runnable(name);
+    this.log.info(`${action} requested`, { vassal: name, event: `control-${action}` });
+    switch (action) {
+      case 'stop':
+        await vassal.stop();
+        break;
+      case 'start':
+        vassal.start({ manual: true });
+        await vassal.until((s) => s !== 'starting' && s !== 'stopping');
+        break;
+      case 'restart':
+        await vassal.restart();
+        break;
+      case 'reload': {
+        const spec = await this.reread(entry);
+        await vassal.restart(spec);
+        break;
+      }
+    }
+    return this.vassalStatus(name);
+  }
+
+  /** Re-read a vassal's file; a now-invalid file refuses the reload and keeps what runs. */
+  private async reread(entry: Entry): Promise<VassalSpec> {
+    const verdict = await loadVassalFile(entry.file);
+    if (!verdict.ok) {
+      entry.fileError = verdict.error;
+      throw new ControlError(`not reloaded, the running version keeps running: ${verdict.error.message}`, 409);
+    }
+    entry.fileError = undefined;
+    return verdict.spec;
+  }
+
+  /** SIGHUP: re-read the directory and gracefully restart every vassal. */
+  async reloadAll(): Promise<void> {
+    this.log.info('reloading all vassals', { event: 'reload-all' });
+    await this.watcher.rescan();
+    await Promise.all(
+      [...this.entries.values()].map(async (entry) => {
+        // A vassal stopped by hand stays stopped; SIGHUP redeploys what is meant to run.
+        if (!entry.vassal || entry.removed || entry.vassal.state === 'stopped') return;
+        try {
+          const spec = await this.reread(entry);
+          await entry.vassal.restart(spec);
+        } catch (err) {
+          this.log.error((err as Error).message, { vassal: entry.name, event: 'invalid' });
+        }
+      }),
+    );
+  }
+
+  /** True when no vassal has a live process (used by tests and shutdown diagnostics). */
+  idle(): boolean {
+    return [...this.entries.values()].every((e) => !e.vassal || SETTLED.has(e.vassal.state));
+  }
+}

@@ -1,0 +1,134 @@
+// The watcher in-process: settled, deduplicated file events from a real directory.
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import { VassalDirWatcher, type FileVerdict } from '../src/watch/watcher.js';
+import { isLegal, TRANSITIONS } from '../src/vassal/states.js';
+
+type Ev = { kind: 'upsert'; file: string; verdict: FileVerdict } | { kind: 'remove'; file: string };
+
+async function setup(opts: Partial<{ settleMs: number; invalidGraceMs: number; rescanMs: number; useEvents: boolean }> = {}) {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'emperor-watch-'));
+  const w = new VassalDirWatcher(dir, { settleMs: 20, invalidGraceMs: 200, rescanMs: 60_000, ...opts });
+  const events: Ev[] = [];
+  const waiters: Array<() => void> = [];
+  const push = (e: Ev): void => {
+    events.push(e);
+    for (const f of waiters.splice(0)) f();
+  };
+  w.on('upsert', (file, verdict) => push({ kind: 'upsert', file, verdict }));
+  w.on('remove', (file) => push({ kind: 'remove', file }));
+  /** Resolve once `n` events have arrived in total. */
+  const until = async (n: number): Promise<void> => {
+    while (events.length < n) await new Promise<void>((r) => waiters.push(r));
+  };
+  return { dir, w, events, until };
+}
+
+const vassal = (v: string): string => `command: [sleep, "60"]\nenv: { V: "${v}" }\n`;
+let current: VassalDirWatcher | undefined;
+afterEach(async () => {
+  await current?.close();
+});
+
+describe('VassalDirWatcher', () => {
+  it('reports files present at start, then new ones', async () => {
+    const s = await setup();
+    current = s.w;
+    await fs.writeFile(path.join(s.dir, 'a.yaml'), vassal('a'));
+    await s.w.start();
+    assert.equal(s.events.length, 1);
+    await fs.writeFile(path.join(s.dir, 'b.yaml'), vassal('b'));
+    await s.until(2);
+    assert.deepEqual(
+      s.events.map((e) => [e.kind, path.basename(e.file)]),
+      [
+        ['upsert', 'a.yaml'],
+        ['upsert', 'b.yaml'],
+      ],
+    );
+  });
+
+  it('chunked writes give one event with the final content; touch gives none', async () => {
+    const s = await setup();
+    current = s.w;
+    await s.w.start();
+    const file = path.join(s.dir, 'c.yaml');
+    const fh = await fs.open(file, 'w');
+    await fh.write('command: [sleep, "60"]\n');
+    await fh.write('env: { V: "1" }\n');
+    await fh.write('restart: never\n');
+    await fh.close();
+    await s.until(1);
+    await fs.utimes(file, new Date(), new Date(Date.now() + 10_000));
+    // A second file as a barrier: its event comes after the touch has been handled.
+    await fs.writeFile(path.join(s.dir, 'z.yaml'), vassal('z'));
+    await s.until(2);
+    assert.equal(s.events.length, 2);
+    const first = s.events[0]!;
+    assert.ok(first.kind === 'upsert' && first.verdict.ok);
+    assert.equal(first.verdict.spec.restart, 'never');
+    assert.equal(path.basename(s.events[1]!.file), 'z.yaml');
+  });
+
+  it('a half-written invalid file is given time; a still-invalid one is reported', async () => {
+    const s = await setup();
+    current = s.w;
+    await s.w.start();
+    const file = path.join(s.dir, 'slow.json');
+    await fs.writeFile(file, '{"command": ["sleep",');
+    await fs.appendFile(file, ' "60"]}');
+    await s.until(1);
+    const ok = s.events[0]!;
+    assert.ok(ok.kind === 'upsert' && ok.verdict.ok, 'completed file is valid');
+    await fs.writeFile(path.join(s.dir, 'broken.json'), '{"command": ');
+    await s.until(2);
+    const bad = s.events[1]!;
+    assert.ok(bad.kind === 'upsert' && !bad.verdict.ok);
+    assert.match(bad.verdict.error.message, /broken\.json/);
+  });
+
+  it('delete and rename', async () => {
+    const s = await setup();
+    current = s.w;
+    await fs.writeFile(path.join(s.dir, 'x.yaml'), vassal('x'));
+    await s.w.start();
+    await fs.rename(path.join(s.dir, 'x.yaml'), path.join(s.dir, 'y.yaml'));
+    await s.until(3);
+    const kinds = s.events.slice(1).map((e) => `${e.kind}:${path.basename(e.file)}`).sort();
+    assert.deepEqual(kinds, ['remove:x.yaml', 'upsert:y.yaml']);
+    await fs.rm(path.join(s.dir, 'y.yaml'));
+    await s.until(4);
+    assert.equal(`${s.events[3]!.kind}:${path.basename(s.events[3]!.file)}`, 'remove:y.yaml');
+  });
+
+  it('rescan alone (no events) finds additions, changes and removals', async () => {
+    const s = await setup({ useEvents: false, rescanMs: 50 });
+    current = s.w;
+    await s.w.start();
+    await fs.writeFile(path.join(s.dir, 'p.yaml'), vassal('1'));
+    await s.until(1);
+    await fs.writeFile(path.join(s.dir, 'p.yaml'), vassal('22'));
+    await s.until(2);
+    await fs.rm(path.join(s.dir, 'p.yaml'));
+    await s.until(3);
+    assert.deepEqual(
+      s.events.map((e) => e.kind),
+      ['upsert', 'upsert', 'remove'],
+    );
+  });
+});
+
+describe('vassal state table', () => {
+  it('every state can be left, and only listed moves are legal', () => {
+    for (const [from, events] of Object.entries(TRANSITIONS)) {
+      assert.ok(Object.keys(events).length > 0, `${from} is a dead end`);
+    }
+    assert.ok(isLegal('starting', 'ready', 'running'));
+    assert.ok(isLegal('running', 'exit', 'backoff'));
+    assert.ok(!isLegal('stopped', 'ready', 'running'));
+    assert.ok(!isLegal('fatal', 'retry', 'starting'), 'fatal waits for a manual start');
+  });
+});
