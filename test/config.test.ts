@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
+  CHECK_NAME,
   ConfigError,
   DEFAULTS,
   MAX_VASSAL_FILE_BYTES,
@@ -64,8 +65,11 @@ void describe('parseVassal: formats and defaults', () => {
       env: {},
       restart: 'always',
       backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5 },
-      start: { timeoutMs: 30_000 },
-      stop: { signal: 'SIGTERM', timeoutMs: 10_000 },
+      start: { timeoutMs: 30_000, ready: { kind: 'default' } },
+      checks: [],
+      onCritical: null,
+      stop: { signal: 'SIGTERM', timeoutMs: 10_000, drainMs: 0 },
+      service: null,
     });
   });
 
@@ -105,7 +109,7 @@ void describe('parseVassal: formats and defaults', () => {
           'restart: on-failure',
           'backoff: {initial: 500ms, max: 2m, reset_after: 1h, max_retries: 9}',
           'start: {timeout: 5s}',
-          'stop: {signal: SIGINT, timeout: 1.5s}',
+          'stop: {signal: SIGINT, timeout: 1.5s, drain: 2s}',
         ].join('\n'),
       ),
     );
@@ -114,8 +118,8 @@ void describe('parseVassal: formats and defaults', () => {
     assert.deepEqual(spec.env, { MODE: 'prod' });
     assert.equal(spec.restart, 'on-failure');
     assert.deepEqual(spec.backoff, { initialMs: 500, maxMs: 120_000, resetAfterMs: 3_600_000, maxRetries: 9 });
-    assert.deepEqual(spec.start, { timeoutMs: 5_000 });
-    assert.deepEqual(spec.stop, { signal: 'SIGINT', timeoutMs: 1_500 });
+    assert.deepEqual(spec.start, { timeoutMs: 5_000, ready: { kind: 'default' } });
+    assert.deepEqual(spec.stop, { signal: 'SIGINT', timeoutMs: 1_500, drainMs: 2_000 });
   });
 
   void it('accepts a UTF-8 byte order mark in both formats', () => {
@@ -265,7 +269,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service)',
       ),
       error.message,
     );
@@ -276,7 +280,7 @@ void describe('strictness and messages', () => {
   void it('names an unknown nested field with its dotted path', () => {
     const error = fails(withCommand('stop:\n  sginal: TERM\n'));
     assert.equal(error.field, 'stop.sginal');
-    assert.match(error.message, /stop\.sginal: unknown field \(allowed: signal, timeout\)/);
+    assert.match(error.message, /stop\.sginal: unknown field \(allowed: signal, timeout, drain\)/);
     assert.equal(fails(withCommand('backoff: {inital: 1s}\n')).field, 'backoff.inital');
     assert.equal(fails(withCommand('start: {timeout: 1s, grace: 1s}\n')).field, 'start.grace');
   });
@@ -482,6 +486,323 @@ void describe('classifyVassalFile', () => {
   });
 });
 
+void describe('start.ready', () => {
+  const ready = (text: string) => ok(withCommand(`start:\n  ready: ${text}\n`)).start.ready;
+  const readyError = (text: string) => fails(withCommand(`start:\n  ready: ${text}\n`));
+
+  void it('defaults to the "default" gate when start or start.ready is absent', () => {
+    assert.deepEqual(ok(yaml(MINIMAL_YAML)).start.ready, { kind: 'default' });
+    assert.deepEqual(ok(withCommand('start: {timeout: 5s}\n')).start, { timeoutMs: 5_000, ready: { kind: 'default' } });
+    assert.deepEqual(DEFAULTS.start.ready, { kind: 'default' });
+  });
+
+  void it('takes a tcp probe, with IPv4, hostnames and bracketed IPv6, retried every 100ms by default', () => {
+    assert.deepEqual(ready('{tcp: "127.0.0.1:8080"}'), { kind: 'probe', probe: { kind: 'tcp', host: '127.0.0.1', port: 8080 }, intervalMs: 100 });
+    assert.deepEqual(ready('{tcp: "localhost:1"}'), { kind: 'probe', probe: { kind: 'tcp', host: 'localhost', port: 1 }, intervalMs: 100 });
+    assert.deepEqual(ready('{tcp: "[::1]:65535", interval: 250ms}'), {
+      kind: 'probe',
+      probe: { kind: 'tcp', host: '::1', port: 65_535 },
+      intervalMs: 250,
+    });
+    assert.equal(DEFAULTS.readyIntervalMs, 100);
+  });
+
+  void it('takes http and https probes', () => {
+    assert.deepEqual(ready('{http: "http://127.0.0.1:8080/health"}'), {
+      kind: 'probe',
+      probe: { kind: 'http', url: 'http://127.0.0.1:8080/health' },
+      intervalMs: 100,
+    });
+    assert.deepEqual(ready('{http: "https://example.com/ready?deep=1", interval: 1s}'), {
+      kind: 'probe',
+      probe: { kind: 'http', url: 'https://example.com/ready?deep=1' },
+      intervalMs: 1_000,
+    });
+  });
+
+  void it('takes an exec probe as an argv list, empty later arguments included', () => {
+    assert.deepEqual(ready('{exec: [./ready.sh, --quick, ""]}'), {
+      kind: 'probe',
+      probe: { kind: 'exec', argv: ['./ready.sh', '--quick', ''] },
+      intervalMs: 100,
+    });
+  });
+
+  void it('takes notify: true and delay', () => {
+    assert.deepEqual(ready('{notify: true}'), { kind: 'notify' });
+    assert.deepEqual(ready('{delay: 2s}'), { kind: 'delay', ms: 2_000 });
+    assert.deepEqual(ready('{delay: 0s}'), { kind: 'delay', ms: 0 });
+  });
+
+  void it('reads the same from JSON', () => {
+    const spec = ok(json({ command: ['x'], start: { timeout: '5s', ready: { tcp: '127.0.0.1:80', interval: '50ms' } } }));
+    assert.deepEqual(spec.start, { timeoutMs: 5_000, ready: { kind: 'probe', probe: { kind: 'tcp', host: '127.0.0.1', port: 80 }, intervalMs: 50 } });
+  });
+
+  void it('requires exactly one kind', () => {
+    const none = readyError('{}');
+    assert.equal(none.field, 'start.ready');
+    assert.match(none.message, /expected exactly one of tcp, http, exec, notify or delay, got an empty mapping/);
+    assert.match(readyError('{interval: 1s}').message, /start\.ready: expected exactly one of .*, got only interval/);
+    const two = readyError('{tcp: "a:1", http: "http://a/"}');
+    assert.equal(two.field, 'start.ready.http');
+    assert.match(two.message, /got both tcp and http; keep one/);
+    assert.equal(fails(withCommand('start: {ready: tcp}\n')).field, 'start.ready');
+  });
+
+  void it('refuses notify: false and other notify values', () => {
+    const error = readyError('{notify: false}');
+    assert.equal(error.field, 'start.ready.notify');
+    assert.match(error.message, /expected true, got false/);
+    assert.match(readyError('{notify: "yes"}').message, /start\.ready\.notify: expected true, got "yes"/);
+  });
+
+  void it('refuses interval with notify and delay, and a zero interval', () => {
+    for (const kind of ['notify: true', 'delay: 1s']) {
+      const error = readyError(`{${kind}, interval: 1s}`);
+      assert.equal(error.field, 'start.ready.interval', kind);
+      assert.match(error.message, /interval only applies to tcp, http or exec probes/);
+    }
+    const zero = readyError('{tcp: "a:1", interval: 0s}');
+    assert.equal(zero.field, 'start.ready.interval');
+    assert.match(zero.message, /greater than 0/);
+    assert.equal(readyError('{delay: ten}').field, 'start.ready.delay');
+  });
+
+  void it('refuses malformed tcp targets with a hint', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['"8080"', /the port is missing/],
+      ['"localhost"', /the port is missing/],
+      ['":8080"', /the host is missing/],
+      ['"host:0"', /between 1 and 65535/],
+      ['"host:65536"', /between 1 and 65535/],
+      ['"host:http"', /the port must be a number/],
+      ['"host:"', /the port must be a number/],
+      ['"::1:8080"', /put IPv6 addresses in brackets/],
+      ['"[::1]8080"', /expected host:port/],
+      ['"[nothost]:80"', /expected host:port/],
+      ['"a b:80"', /expected host:port/],
+      ['8080', /expected host:port.*got 8080/],
+    ];
+    for (const [value, problem] of cases) {
+      const error = readyError(`{tcp: ${value}}`);
+      assert.equal(error.field, 'start.ready.tcp', value);
+      assert.match(error.message, problem, value);
+    }
+  });
+
+  void it('refuses URLs that are not http(s)', () => {
+    for (const value of ['"ftp://example.com/"', '"example.com/health"', '"http://"', '"/health"', '42']) {
+      const error = readyError(`{http: ${value}}`);
+      assert.equal(error.field, 'start.ready.http', value);
+      assert.match(error.message, /expected an http:\/\/ or https:\/\/ URL/, value);
+    }
+    assert.match(readyError('{http: "file:///etc/passwd"}').message, /\(the scheme is file\)/);
+  });
+
+  void it('applies the command rules to exec, but refuses a string', () => {
+    assert.match(readyError('{exec: "./ready.sh --quick"}').message, /start\.ready\.exec: expected a list of strings .*got a string/);
+    assert.match(readyError('{exec: []}').message, /start\.ready\.exec: .*got an empty list/);
+    assert.equal(readyError('{exec: ["", x]}').field, 'start.ready.exec[0]');
+    const numeric = readyError('{exec: [./ready.sh, 5]}');
+    assert.equal(numeric.field, 'start.ready.exec[1]');
+    assert.match(numeric.message, /quote it: "5"/);
+  });
+
+  void it('names unknown fields in start.ready', () => {
+    const error = readyError('{tpc: "a:1"}');
+    assert.equal(error.field, 'start.ready.tpc');
+    assert.match(error.message, /unknown field \(allowed: tcp, http, exec, notify, delay, interval\); did you mean tcp\?$/);
+    assert.match(fails(withCommand('start: {redy: {tcp: "a:1"}}\n')).message, /start\.redy: unknown field \(allowed: timeout, ready\)/);
+  });
+});
+
+void describe('checks', () => {
+  const checksOf = (text: string) => ok(withCommand(`checks:\n${text}`)).checks;
+  const checksError = (text: string) => fails(withCommand(`checks:\n${text}`));
+
+  void it('is an empty list when absent', () => {
+    assert.deepEqual(ok(yaml(MINIMAL_YAML)).checks, []);
+    assert.deepEqual(ok(withCommand('checks: []\n')).checks, []);
+  });
+
+  void it('fills defaults for every kind, with names derived from kind and target', () => {
+    const specs = checksOf(
+      [
+        '  - http: http://127.0.0.1:8080/health',
+        '  - tcp: "127.0.0.1:8080"',
+        '  - exec: [./check.sh, --x]',
+        '  - ttl: 30s',
+      ].join('\n'),
+    );
+    const periodic = { intervalMs: 10_000, timeoutMs: 10_000, successesBeforePassing: 1, failuresBeforeCritical: 1 };
+    assert.deepEqual(specs, [
+      { name: 'http:http://127.0.0.1:8080/health', probe: { kind: 'http', url: 'http://127.0.0.1:8080/health' }, ...periodic },
+      { name: 'tcp:127.0.0.1:8080', probe: { kind: 'tcp', host: '127.0.0.1', port: 8080 }, ...periodic },
+      { name: 'exec:./check.sh_--x', probe: { kind: 'exec', argv: ['./check.sh', '--x'] }, ...periodic },
+      {
+        name: 'ttl',
+        probe: { kind: 'ttl', ttlMs: 30_000 },
+        intervalMs: 30_000,
+        timeoutMs: 30_000,
+        successesBeforePassing: 1,
+        failuresBeforeCritical: 1,
+      },
+    ]);
+  });
+
+  void it('takes every field when given', () => {
+    const [spec] = checksOf(
+      [
+        '  - http: https://example.com/health',
+        '    name: health',
+        '    interval: 5s',
+        '    timeout: 1s',
+        '    successes_before_passing: 3',
+        '    failures_before_critical: 2',
+      ].join('\n'),
+    );
+    assert.deepEqual(spec, {
+      name: 'health',
+      probe: { kind: 'http', url: 'https://example.com/health' },
+      intervalMs: 5_000,
+      timeoutMs: 1_000,
+      successesBeforePassing: 3,
+      failuresBeforeCritical: 2,
+    });
+  });
+
+  void it('defaults the timeout to min(interval, 10s) and accepts timeout equal to interval', () => {
+    const [short, long, equal] = checksOf(
+      ['  - {tcp: "a:1", interval: 2s}', '  - {tcp: "a:2", interval: 1m}', '  - {tcp: "a:3", interval: 3s, timeout: 3s}'].join('\n'),
+    );
+    assert.equal(short?.timeoutMs, 2_000);
+    assert.equal(long?.timeoutMs, 10_000);
+    assert.equal(equal?.timeoutMs, 3_000);
+  });
+
+  void it('sanitises default names to the allowed alphabet', () => {
+    const specs = checksOf(
+      [
+        '  - exec: [/bin/sh, -c, "curl -f localhost"]',
+        '  - http: "http://127.0.0.1:8080/health?full=1&x"',
+        '  - tcp: "[::1]:8080"',
+        '  - http: "http://[::1]:8080/"',
+      ].join('\n'),
+    );
+    assert.deepEqual(
+      specs.map((spec) => spec.name),
+      ['exec:/bin/sh_-c_curl_-f_localhost', 'http:http://127.0.0.1:8080/health_full_1_x', 'tcp:_::1_:8080', 'http:http://_::1_:8080/'],
+    );
+    for (const spec of specs) assert.match(spec.name, CHECK_NAME);
+  });
+
+  void it('accepts names in the allowed alphabet and refuses others', () => {
+    assert.equal(checksOf('  - {name: "db.primary:5432@eu/1+2_x-y", tcp: "a:1"}')[0]?.name, 'db.primary:5432@eu/1+2_x-y');
+    for (const name of ['"my check"', '"-x"', '"_x"', '""', '"a,b"', '5', 'null']) {
+      const error = checksError(`  - {name: ${name}, tcp: "a:1"}`);
+      assert.equal(error.field, 'checks[0].name', name);
+      assert.match(error.message, /expected a name of letters, digits/, name);
+    }
+  });
+
+  void it('refuses duplicate names, explicit or defaulted, naming both checks', () => {
+    const explicit = checksError(['  - {name: web, tcp: "a:1"}', '  - {name: other, tcp: "a:2"}', '  - {name: web, ttl: 5s}'].join('\n'));
+    assert.equal(explicit.field, 'checks[2].name');
+    assert.match(explicit.message, /duplicate check name "web": checks\[0\] and checks\[2\] both use it/);
+    const defaulted = checksError(['  - tcp: "a:1"', '  - tcp: "a:1"'].join('\n'));
+    assert.equal(defaulted.field, 'checks[1].name');
+    assert.match(defaulted.message, /duplicate check name "tcp:a:1": checks\[0\] and checks\[1\]/);
+    assert.match(checksError(['  - ttl: 5s', '  - ttl: 9s'].join('\n')).message, /duplicate check name "ttl"/);
+    // An explicit name may equal another check's default name only if that check is named differently.
+    assert.equal(checksOf(['  - {name: "tcp:a:1", tcp: "a:2"}', '  - {name: other, tcp: "a:1"}'].join('\n')).length, 2);
+  });
+
+  void it('requires exactly one kind per check', () => {
+    const none = checksError('  - {name: x, interval: 1s}');
+    assert.equal(none.field, 'checks[0]');
+    assert.match(none.message, /expected exactly one of http, tcp, exec or ttl, got none of them/);
+    const two = checksError('  - {ttl: 1s}\n  - {http: "http://a/", exec: [x]}');
+    assert.equal(two.field, 'checks[1].exec');
+    assert.match(two.message, /got both http and exec/);
+  });
+
+  void it('refuses interval, timeout and thresholds on ttl checks', () => {
+    for (const field of ['interval: 1s', 'timeout: 1s', 'successes_before_passing: 2', 'failures_before_critical: 2']) {
+      const error = checksError(`  - {ttl: 5s, ${field}}`);
+      assert.equal(error.field, `checks[0].${field.slice(0, field.indexOf(':'))}`, field);
+      assert.match(error.message, /not allowed with ttl/, field);
+    }
+    assert.match(checksError('  - {ttl: 0s}').message, /checks\[0\]\.ttl: expected a duration greater than 0/);
+  });
+
+  void it('refuses a timeout longer than the interval, blaming the timeout', () => {
+    const explicit = checksError('  - {tcp: "a:1", interval: 5s, timeout: 6s}');
+    assert.equal(explicit.field, 'checks[0].timeout');
+    assert.match(explicit.message, /expected at most interval \(5s\), got 6s/);
+    const defaulted = checksError('  - {tcp: "a:1", timeout: 20s}');
+    assert.equal(defaulted.field, 'checks[0].timeout');
+    assert.match(defaulted.message, /\(10s by default\), got 20s; lower it or raise interval/);
+  });
+
+  void it('refuses bad intervals, timeouts and thresholds, naming the check by index', () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['interval: 0s', 'checks[1].interval', /greater than 0/],
+      ['interval: 5', 'checks[1].interval', /a unit is required/],
+      ['timeout: 0s', 'checks[1].timeout', /greater than 0/],
+      ['successes_before_passing: 0', 'checks[1].successes_before_passing', /whole number of at least 1, got 0/],
+      ['successes_before_passing: 1.5', 'checks[1].successes_before_passing', /whole number of at least 1, got 1.5/],
+      ['failures_before_critical: "2"', 'checks[1].failures_before_critical', /whole number of at least 1, got "2"/],
+    ];
+    for (const [field, path, problem] of cases) {
+      const error = checksError(`  - {ttl: 5s}\n  - {tcp: "a:1", ${field}}`);
+      assert.equal(error.field, path, field);
+      assert.match(error.message, problem, field);
+    }
+  });
+
+  void it('validates the probe target of each check', () => {
+    assert.equal(checksError('  - {tcp: "a"}').field, 'checks[0].tcp');
+    assert.equal(checksError('  - {http: "ftp://a/"}').field, 'checks[0].http');
+    assert.equal(checksError('  - {exec: [x, 1]}').field, 'checks[0].exec[1]');
+    assert.equal(checksError('  - {exec: "x"}').field, 'checks[0].exec');
+  });
+
+  void it('names unknown fields with their index and lists the allowed ones', () => {
+    const error = checksError('  - {ttl: 5s}\n  - {tcp: "a:1", intervall: 1s}');
+    assert.equal(error.field, 'checks[1].intervall');
+    assert.match(
+      error.message,
+      /unknown field \(allowed: name, http, tcp, exec, ttl, interval, timeout, successes_before_passing, failures_before_critical\); did you mean interval\?$/,
+    );
+  });
+
+  void it('refuses checks that are not a list of mappings', () => {
+    assert.match(fails(withCommand('checks: {tcp: "a:1"}\n')).message, /checks: expected a list, got a mapping/);
+    assert.match(checksError('  - "tcp:a:1"').message, /checks\[0\]: expected a mapping, got "tcp:a:1"/);
+  });
+});
+
+void describe('on_critical', () => {
+  void it('is null when absent and takes restart_after', () => {
+    assert.equal(ok(yaml(MINIMAL_YAML)).onCritical, null);
+    assert.deepEqual(ok(withCommand('on_critical: {restart_after: 3}\n')).onCritical, { restartAfter: 3 });
+  });
+
+  void it('requires restart_after to be a whole number of at least 1', () => {
+    const missing = fails(withCommand('on_critical: {}\n'));
+    assert.equal(missing.field, 'on_critical.restart_after');
+    assert.match(missing.message, /required field is missing/);
+    for (const value of ['0', '-1', '2.5', '"3"', 'null']) {
+      const error = fails(withCommand(`on_critical: {restart_after: ${value}}\n`));
+      assert.equal(error.field, 'on_critical.restart_after', value);
+      assert.match(error.message, /expected a whole number of at least 1/, value);
+    }
+    assert.match(fails(withCommand('on_critical:\n')).message, /on_critical: expected a mapping, got null/);
+    assert.match(fails(withCommand('on_critical: {restart: 3}\n')).message, /on_critical\.restart: unknown field \(allowed: restart_after\)/);
+  });
+});
+
 void describe('spec properties', () => {
   void it('hashes the raw bytes: stable for equal content, different for any change', () => {
     const first = ok(yaml(MINIMAL_YAML)).hash;
@@ -502,8 +823,12 @@ void describe('spec properties', () => {
   });
 
   void it('is deeply frozen', () => {
-    const spec = ok(withCommand('env: {A: b}\n'));
-    for (const part of [spec, spec.argv, spec.env, spec.backoff, spec.start, spec.stop]) assert.ok(Object.isFrozen(part));
+    const spec = ok(withCommand('env: {A: b}\nstart: {ready: {exec: [x]}}\nchecks: [{exec: [y]}]\non_critical: {restart_after: 1}\n'));
+    const { ready } = spec.start;
+    assert.equal(ready.kind, 'probe');
+    const parts = [spec, spec.argv, spec.env, spec.backoff, spec.start, spec.stop, ready, spec.checks, spec.checks[0], spec.checks[0]?.probe, spec.onCritical];
+    if (ready.kind === 'probe') parts.push(ready.probe);
+    for (const part of parts) assert.ok(Object.isFrozen(part));
     assert.throws(() => (spec.argv as string[]).push('--evil'), TypeError);
     assert.throws(() => {
       (spec.env as Record<string, string>)['A'] = 'changed';
@@ -568,5 +893,79 @@ void describe('loadVassalFile', () => {
       return;
     }
     assert.match(fails(await loadVassalFile(fifo)).message, /not a regular file/);
+  });
+});
+
+void describe('service', () => {
+  const svc = (body: string) => parseVassal(`command: [node, server.js]\nservice: ${body}\n`, '/srv/vassals/web.yaml');
+
+  void it('defaults name to the vassal, type to "default", address to 127.0.0.1', () => {
+    const r = svc('{port: 8080}');
+    assert.ok(r.ok);
+    assert.deepEqual(r.spec.service, {
+      name: 'web',
+      type: 'default',
+      id: null,
+      address: '127.0.0.1',
+      port: 8080,
+      location: '127.0.0.1:8080',
+      tags: [],
+      meta: {},
+      deregisterWhenCritical: false,
+      consulNativeChecks: false,
+    });
+  });
+
+  void it('takes every field, and location instead of address/port', () => {
+    const r = svc('{name: api, type: http, id: api-1, address: 10.0.0.5, port: 81, tags: [v1, blue], meta: {version: 3}, deregister_when_critical: true, consul: {native_checks: true}}');
+    assert.ok(r.ok);
+    assert.equal(r.spec.service?.location, '10.0.0.5:81');
+    assert.deepEqual(r.spec.service?.meta, { version: '3' });
+    assert.equal(r.spec.service?.deregisterWhenCritical, true);
+    assert.equal(r.spec.service?.consulNativeChecks, true);
+    const loc = svc('{location: "[::1]:9000"}');
+    assert.ok(loc.ok);
+    assert.equal(loc.spec.service?.address, '::1');
+    assert.equal(loc.spec.service?.port, 9000);
+    assert.equal(loc.spec.service?.location, '[::1]:9000');
+  });
+
+  void it('refuses names unsafe in a registry key, naming the field', () => {
+    for (const bad of ['"a/b"', '".."', '"a..b"', '""', '"x\\ty"', '"with space"']) {
+      const r = svc(`{name: ${bad}, port: 1}`);
+      assert.ok(!r.ok, bad);
+      assert.equal(r.error.field, 'service.name', bad);
+      assert.match(r.error.message, /registry key/);
+    }
+    const t = svc('{type: "../etc", port: 1}');
+    assert.ok(!t.ok);
+    assert.equal(t.error.field, 'service.type');
+  });
+
+  void it('needs a port or a location, not both', () => {
+    const none = svc('{name: web}');
+    assert.ok(!none.ok);
+    assert.match(none.error.message, /service\.port: a service needs a port/);
+    const both = svc('{port: 1, location: "h:2"}');
+    assert.ok(!both.ok);
+    assert.match(both.error.message, /either location or address\/port/);
+    const badPort = svc('{port: 70000}');
+    assert.ok(!badPort.ok);
+    assert.equal(badPort.error.field, 'service.port');
+  });
+
+  void it('checks meta keys and tags as Consul would', () => {
+    const reserved = svc('{port: 1, meta: {consul-x: y}}');
+    assert.ok(!reserved.ok);
+    assert.match(reserved.error.message, /consul-/);
+    const ours = svc('{port: 1, meta: {emperor_id: y}}');
+    assert.ok(!ours.ok);
+    assert.match(ours.error.message, /reserved/);
+    const tag = svc('{port: 1, tags: ["two words"]}');
+    assert.ok(!tag.ok);
+    assert.equal(tag.error.field, 'service.tags[0]');
+    const unknown = svc('{port: 1, consul: {native: true}}');
+    assert.ok(!unknown.ok);
+    assert.match(unknown.error.message, /service\.consul\.native: unknown field \(allowed: native_checks\)/);
   });
 });

@@ -1,8 +1,8 @@
 // Public API of the config module: everything else in src/config is an implementation detail.
-export type { BackoffSpec, RestartPolicy, VassalSpec } from './spec.js';
+export type { BackoffSpec, CheckSpec, CheckStatus, ProbeTarget, ReadySpec, RestartPolicy, VassalSpec } from './spec.js';
 export { VASSAL_EXTENSIONS } from './spec.js';
 export { ConfigError, type ConfigErrorDetails } from './errors.js';
 export { DURATION_EXPECTED, MAX_DURATION_MS, formatDuration, parseDuration } from './duration.js';
 export { MAX_NAME_LENGTH, classifyVassalFile, isValidVassalName, vassalNameProblem, type VassalFileClass } from './names.js';
-export { DEFAULTS, RESTART_POLICIES } from './schema.js';
+export { CHECK_NAME, DEFAULTS, RESTART_POLICIES, defaultCheckName } from './schema.js';
 export { MAX_VASSAL_FILE_BYTES, loadVassalFile, parseVassal, type VassalParseResult } from './load.js';

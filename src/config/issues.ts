@@ -35,6 +35,16 @@ function suggestion(key: string, allowed: readonly string[]): string {
   return close === undefined ? '' : `; did you mean ${close}?`;
 }
 
+/** ALLOWED_FIELDS key of an object path: `checks[].name` style, any list index written as "[]". */
+function fieldsKey(path: readonly PropertyKey[]): string {
+  let key = '';
+  for (const segment of path) {
+    if (typeof segment === 'number') key += '[]';
+    else key += key === '' ? String(segment) : `.${String(segment)}`;
+  }
+  return key;
+}
+
 interface Explained {
   path: PropertyKey[];
   problem: string;
@@ -46,7 +56,7 @@ function explain(issue: Issue): Explained {
   switch (issue.code) {
     case 'unrecognized_keys': {
       const key = issue.keys[0] ?? '';
-      const allowed = ALLOWED_FIELDS[path.map(String).join('.')] ?? [];
+      const allowed = ALLOWED_FIELDS[fieldsKey(path)] ?? [];
       return {
         path: [...path, key],
         problem: `unknown field (allowed: ${allowed.join(', ')})${suggestion(key, allowed)}`,

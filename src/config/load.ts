@@ -82,7 +82,10 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
     restart: doc.restart,
     backoff: doc.backoff,
     start: doc.start,
+    checks: doc.checks,
+    onCritical: doc.onCritical,
     stop: doc.stop,
+    service: doc.service ? { ...doc.service, name: doc.service.name ?? classified.name } : null,
   };
   return { ok: true, spec: deepFreeze(spec) };
 }
