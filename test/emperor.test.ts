@@ -312,10 +312,10 @@ describe('control commands and status', () => {
     const r = await emp.cli(['status']);
     assert.equal(r.code, 0, r.stderr);
     const [header, ...rows] = r.stdout.trim().split('\n');
-    assert.match(header!, /^NAME\s+STATE\s+PID\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+FILE$/);
+    assert.match(header!, /^NAME\s+STATE\s+HEALTH\s+PID\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+FILE$/);
     const web = rows.find((l) => l.startsWith('web '));
     assert.ok(web, r.stdout);
-    assert.match(web, /^web\s+running\s+\d+\s+\S+\s+0\s+-\s+web\.yaml$/);
+    assert.match(web, /^web\s+running\s+passing\s+\d+\s+\S+\s+0\s+-\s+web\.yaml$/);
   });
 
   it('status --json has the same data, and status NAME shows one vassal', async () => {

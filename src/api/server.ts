@@ -3,8 +3,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
+import type { CheckStatus } from '../config/spec.js';
 
 const ACTIONS: ReadonlySet<string> = new Set<Action>(['start', 'stop', 'restart', 'reload']);
+const TTL_VERBS: Readonly<Record<string, CheckStatus>> = { pass: 'passing', warn: 'warning', fail: 'critical' };
 
 export interface ControlServer {
   readonly socketPath: string;
@@ -93,6 +95,15 @@ async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.Ser
     if (parts[1] === 'vassals' && parts.length === 3 && parts[2]) {
       if (req.method !== 'GET') return send(res, 405, { error: 'use GET' });
       return send(res, 200, emperor.vassalStatus(parts[2]));
+    }
+    // POST /v1/vassals/NAME/check/{pass,warn,fail}?check=CHECK&note=TEXT — a ttl check report.
+    if (parts[1] === 'vassals' && parts.length === 5 && parts[2] && parts[3] === 'check' && parts[4]) {
+      if (req.method !== 'POST') return send(res, 405, { error: 'use POST' });
+      const status = TTL_VERBS[parts[4]];
+      if (!status) return send(res, 404, { error: `unknown check result "${parts[4]}" (expected pass, warn or fail)` });
+      const note = url.searchParams.get('note') ?? undefined;
+      if (note !== undefined && note.length > 4096) return send(res, 400, { error: 'note: at most 4096 characters' });
+      return send(res, 200, emperor.pushCheck(parts[2], url.searchParams.get('check') ?? undefined, status, note));
     }
     if (parts[1] === 'vassals' && parts.length === 4 && parts[2] && parts[3]) {
       if (req.method !== 'POST') return send(res, 405, { error: 'use POST' });

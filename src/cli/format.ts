@@ -18,11 +18,12 @@ function stateOf(v: VassalStatus, now: number): string {
 
 export function formatStatusTable(s: EmperorStatus, now = Date.now()): string {
   if (s.vassals.length === 0) return `no vassals in ${s.vassalsDir}`;
-  const rows = [['NAME', 'STATE', 'PID', 'UPTIME', 'RESTARTS', 'LAST EXIT', 'FILE']];
+  const rows = [['NAME', 'STATE', 'HEALTH', 'PID', 'UPTIME', 'RESTARTS', 'LAST EXIT', 'FILE']];
   for (const v of s.vassals) {
     rows.push([
       v.name,
       stateOf(v, now),
+      v.health ?? '-',
       v.pid === null ? '-' : String(v.pid),
       v.uptimeMs === null ? '-' : formatDuration(Math.round(v.uptimeMs / 1000) * 1000 || v.uptimeMs),
       String(v.restarts),
@@ -38,6 +39,7 @@ export function formatVassal(v: VassalStatus, now = Date.now()): string {
   const lines: Array<[string, string]> = [
     ['name', v.name],
     ['state', stateOf(v, now)],
+    ['health', v.health ?? '-'],
     ['pid', v.pid === null ? '-' : String(v.pid)],
     ['uptime', v.uptimeMs === null ? '-' : formatDuration(v.uptimeMs)],
     ['restarts', String(v.restarts)],
@@ -47,5 +49,17 @@ export function formatVassal(v: VassalStatus, now = Date.now()): string {
   ];
   if (v.fileError) lines.push(['file error', v.fileError]);
   const w = Math.max(...lines.map(([k]) => k.length));
-  return lines.map(([k, val]) => `${k.padEnd(w)}  ${val}`).join('\n');
+  const head = lines.map(([k, val]) => `${k.padEnd(w)}  ${val}`).join('\n');
+  if (v.checks.length === 0) return head;
+  const rows = [['CHECK', 'STATUS', 'LAST RESULT', 'SINCE', 'OUTPUT']];
+  for (const c of v.checks) {
+    rows.push([
+      c.name,
+      c.status,
+      c.lastResultAt === null ? '-' : `${formatDuration(Math.max(0, now - c.lastResultAt))} ago`,
+      c.lastChangeAt === null ? '-' : `${formatDuration(Math.max(0, now - c.lastChangeAt))} ago`,
+      c.output.replace(/\s+/g, ' ').trim().slice(0, 80),
+    ]);
+  }
+  return `${head}\n\n${table(rows)}`;
 }

@@ -2,8 +2,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startControlServer } from '../api/server.js';
 import { Emperor } from '../emperor/emperor.js';
-import { createLogger, type LogFormat } from '../log/logger.js';
+import { createLogger, type LogFormat, type Logger } from '../log/logger.js';
+import { DEFAULT_REGISTRAR_OPTIONS, Registrar, type RegistrarLog } from '../registrar/registrar.js';
+import type { RegistryAdapter } from '../registrar/types.js';
+import { EtcdAdapter } from '../registries/etcd/adapter.js';
+import type { EtcdConfig } from '../registries/etcd/options.js';
 import { socketPathIn } from './defaults.js';
+import { createMetricsRegistry, startMetricsServer, type MetricsServer } from '../metrics/metrics.js';
 
 export interface RunOptions {
   vassals: string;
@@ -15,6 +20,22 @@ export interface RunOptions {
   settleMs: number;
   rescanMs: number;
   useEvents: boolean;
+  /** Where to serve /metrics; undefined = off. */
+  metrics: { host: string; port: number } | undefined;
+  etcd: EtcdConfig | undefined;
+  antiEntropyMs: number;
+  deregisterTimeoutMs: number;
+}
+
+/** One registry adapter per configured registry; none is a valid, first-class setup. */
+async function createRegistrar(o: RunOptions, logger: Logger): Promise<Registrar> {
+  const log: RegistrarLog = (level, message, fields) => logger.log(level, message, fields ?? {});
+  const adapters: RegistryAdapter[] = [];
+  if (o.etcd) {
+    adapters.push(await EtcdAdapter.connect(o.etcd, log));
+    logger.info(`registering ready vassals in ${o.etcd.description}`, { event: 'registry', registry: 'etcd' });
+  }
+  return new Registrar(adapters, log, { ...DEFAULT_REGISTRAR_OPTIONS, antiEntropyMs: o.antiEntropyMs, deregisterBoundMs: o.deregisterTimeoutMs });
 }
 
 /** `emperor run`: supervise a vassals directory until SIGTERM/SIGINT. */
@@ -25,7 +46,9 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   // 0700: the control socket inside is the emperor's whole authority.
   await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
 
+  const registrar = await createRegistrar(o, logger);
   const emperor = new Emperor({
+    registrar,
     vassalsDir,
     stateDir,
     logsDir: path.resolve(o.logsDir),
@@ -37,6 +60,16 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     useEvents: o.useEvents,
   });
   const server = await startControlServer(emperor, socketPathIn(stateDir), logger);
+  let metrics: MetricsServer | undefined;
+  if (o.metrics) {
+    try {
+      metrics = await startMetricsServer(createMetricsRegistry(() => emperor.status()), o.metrics);
+    } catch (err) {
+      await server.close();
+      throw new Error(`--metrics: cannot listen on ${o.metrics.host}:${o.metrics.port}: ${(err as Error).message}`);
+    }
+    logger.info(`metrics at ${metrics.url}`, { event: 'metrics', url: metrics.url });
+  }
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -48,7 +81,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     logger.info(`${signal}: stopping all vassals`, { event: 'shutdown' });
     void emperor
       .shutdown()
-      .then(() => server.close())
+      .then(() => Promise.all([server.close(), metrics?.close()]))
       .then(() => {
         logger.info('emperor stopped', { event: 'exit' });
         // Let winston flush before leaving.
@@ -70,6 +103,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     await emperor.start();
   } catch (err) {
     await server.close();
+    await metrics?.close();
     await emperor.shutdown();
     throw err;
   }

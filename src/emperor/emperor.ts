@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { loadVassalFile } from '../config/load.js';
 import type { ConfigError } from '../config/errors.js';
@@ -10,6 +11,10 @@ import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
 import { inheritableEnv } from './env.js';
+import type { Registrar } from '../registrar/registrar.js';
+import type { RegistrationKey } from '../registrar/types.js';
+import type { CheckStatus } from '../config/spec.js';
+import { registrationFor, registrationKey } from './registration.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -21,6 +26,10 @@ export interface EmperorOptions {
   readonly invalidGraceMs: number;
   readonly rescanMs: number;
   readonly useEvents?: boolean;
+  /** Registries to keep in line with the ready vassals; absent = supervise only. */
+  readonly registrar?: Registrar;
+  /** Host name used in registration IDs (default: os.hostname()). */
+  readonly hostname?: string;
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -52,7 +61,7 @@ interface Entry {
 export class ControlError extends Error {
   constructor(
     message: string,
-    readonly status: 404 | 409,
+    readonly status: 400 | 404 | 409,
   ) {
     super(message);
   }
@@ -78,8 +87,12 @@ export class Emperor {
   private readonly baseEnv = inheritableEnv(process.env);
   private readonly startedAt = Date.now();
   private shuttingDown = false;
+  /** Registrations this emperor asked for, by vassal name (the key used, for removal). */
+  private readonly registered = new Map<string, RegistrationKey>();
+  private readonly hostname: string;
 
   constructor(private readonly opts: EmperorOptions) {
+    this.hostname = opts.hostname ?? os.hostname();
     this.watcher = new VassalDirWatcher(opts.vassalsDir, opts);
     this.records = new PidRecords(path.join(opts.stateDir, 'pids'));
     this.watcher.on('upsert', (file, verdict) => this.onUpsert(file, verdict));
@@ -114,6 +127,7 @@ export class Emperor {
     await this.watcher.close();
     await Promise.all([...this.entries.values()].map((e) => e.vassal?.stop() ?? Promise.resolve()));
     await this.guardian.close();
+    await this.opts.registrar?.close();
   }
 
   // ---- file events ---------------------------------------------------------------------
@@ -149,7 +163,7 @@ export class Emperor {
     const spec = verdict.spec;
     if (!entry.vassal) {
       this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
-      entry.vassal = new Vassal(spec, this.vassalContext());
+      entry.vassal = this.createVassal(spec);
       entry.vassal.start();
       return;
     }
@@ -179,15 +193,57 @@ export class Emperor {
     });
   }
 
-  private vassalContext() {
-    return {
+  private createVassal(spec: VassalSpec): Vassal {
+    const vassal = new Vassal(spec, {
       logger: this.opts.logger,
       logsDir: this.opts.logsDir,
       mirrorOutput: this.opts.mirrorOutput,
       baseEnv: this.baseEnv,
       guardian: this.guardian,
       records: this.records,
-    };
+      beforeStop: (v) => this.deregister(v.name),
+    });
+    vassal.on('state', () => this.syncRegistration(vassal));
+    vassal.on('health', () => this.syncRegistration(vassal));
+    return vassal;
+  }
+
+  /**
+   * Registered exactly while running: ready → register; health change → update; anything
+   * else (crash, stop, reload) → deregister at once (a stop has already awaited it).
+   */
+  private syncRegistration(v: Vassal): void {
+    const registrar = this.opts.registrar;
+    if (!registrar?.enabled) return;
+    const spec = v.runningSpec;
+    if (v.state === 'running' && spec.service) {
+      const reg = registrationFor(spec, spec.service, v.snapshot(), this.hostname);
+      const prev = this.registered.get(v.name);
+      // A reload may have renamed the service: the old key must go.
+      if (prev && (prev.id !== reg.id || prev.type !== reg.type || prev.name !== reg.name)) void registrar.remove(prev);
+      this.registered.set(v.name, registrationKey(reg));
+      registrar.upsert(reg);
+    } else if (this.registered.has(v.name)) {
+      void this.deregister(v.name);
+    }
+  }
+
+  /** Deregister a vassal everywhere; bounded, so a dead registry never blocks a stop. */
+  private async deregister(name: string): Promise<void> {
+    const key = this.registered.get(name);
+    if (!key || !this.opts.registrar) return;
+    this.registered.delete(name);
+    await this.opts.registrar.remove(key);
+  }
+
+  /** Push a result to a vassal's ttl check (the app or an operator reports in). */
+  pushCheck(name: string, check: string | undefined, status: CheckStatus, note: string | undefined) {
+    const { vassal } = this.runnable(name);
+    try {
+      return vassal.pushTtl(check, status, note);
+    } catch (err) {
+      throw new ControlError((err as Error).message, 409);
+    }
   }
 
   // ---- control -------------------------------------------------------------------------
@@ -227,6 +283,9 @@ export class Emperor {
         hash: null,
         stateSince: this.startedAt,
         nextStartAt: null,
+        health: null,
+        checks: [],
+        readyAfterMs: null,
         fileError,
       };
     }

@@ -90,18 +90,18 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     env: { ...req.env },
     extendEnv: false,
     detached: true,
-    stdin: 'ignore',
     reject: false,
     buffer: false,
     cleanup: false,
     forceKillAfterDelay: false,
   } as const;
 
+  // fd 3 is the readiness channel when asked for: the app writes READY=1 to $NOTIFY_FD.
+  const out = sink ? 'pipe' : asFdOption(fd);
+  const stdio = (req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out]) as unknown as Options['stdio'];
   let child: ResultPromise<Options>;
   try {
-    child = sink
-      ? execa(file, args, { ...options, stdout: 'pipe', stderr: 'pipe' })
-      : execa(file, args, { ...options, stdout: asFdOption(fd), stderr: asFdOption(fd) });
+    child = execa(file, args, { ...options, stdio });
   } catch (err) {
     sink?.destroy();
     return notStarted(`spawn failed: ${message(err)}`);
@@ -142,9 +142,13 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   }
 
   const probe = new GroupProbe(pid);
+  const notifyStream = req.notify ? ((child.stdio as unknown as Array<Readable | null>)[3] ?? undefined) : undefined;
+  // The app may close fd 3 or die; neither is an emperor error.
+  notifyStream?.on('error', () => undefined);
   return {
     pid,
     pgid: pid,
+    ...(notifyStream ? { notify: notifyStream } : {}),
     // Read now, while the leader cannot have been reaped yet (that needs this event loop).
     startTime: pid > 0 ? readStatSync(pid)?.startTime : undefined,
     exited,

@@ -19,6 +19,8 @@ export interface SpawnRequest {
   readonly logFile: string;
   /** When set, every output line is also handed here (the emperor mirrors it into its log). */
   readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Open a pipe as the child's fd 3 for readiness notification (the caller sets NOTIFY_FD=3). */
+  readonly notify?: boolean;
 }
 
 export interface VassalProcess {
@@ -29,6 +31,8 @@ export interface VassalProcess {
   readonly startTime: string | undefined;
   /** Resolves once, from the child's exit event (never from stdio closing). */
   readonly exited: Promise<ExitInfo>;
+  /** Read end of the child's fd 3, when the request asked for `notify`. */
+  readonly notify?: NodeJS.ReadableStream;
   /** Signal the whole process group. Returns false when the group no longer exists. */
   signalGroup(signal: NodeJS.Signals): boolean;
   /** True while any process of the group is alive. */

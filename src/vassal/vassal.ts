@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import type { VassalSpec } from '../config/spec.js';
+import type { CheckStatus, ReadySpec, VassalSpec } from '../config/spec.js';
+import { worstStatus } from '../checks/aggregate.js';
+import { waitReady } from '../checks/ready.js';
+import { CheckRunner } from '../checks/runner.js';
+import type { CheckState } from '../checks/state.js';
+import { TtlCheck } from '../checks/ttl.js';
 import { formatDuration } from '../config/duration.js';
 import type { Logger } from '../log/logger.js';
 import { spawnVassal } from '../process/spawn.js';
@@ -23,6 +28,11 @@ export interface VassalContext {
     write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number }): Promise<void>;
     remove(name: string): Promise<void>;
   };
+  /**
+   * Awaited after a vassal leaves `running` and before its stop signal is sent: the registrar
+   * deregisters here, so the registry stops pointing at the app before the app stops serving.
+   */
+  readonly beforeStop?: (v: Vassal) => Promise<void>;
 }
 
 export interface LastExit {
@@ -47,12 +57,21 @@ export interface VassalSnapshot {
   readonly hash: string;
   readonly stateSince: number;
   readonly nextStartAt: number | null;
+  /** Worst of the checks while running (passing without checks); null when not running. */
+  readonly health: CheckStatus | null;
+  readonly checks: CheckState[];
+  /** ms from spawn to ready of the current process. */
+  readonly readyAfterMs: number | null;
 }
+
+type Check = CheckRunner | TtlCheck;
 
 type AfterStop = 'stopped' | 'restart' | 'failed';
 
-/** Default readiness until probes exist: the process stayed up this long. */
+/** Default readiness of a vassal without a port: the process stayed up this long. */
 const DEFAULT_READY_MS = 1000;
+/** How often a default TCP readiness probe knocks. */
+const DEFAULT_READY_INTERVAL_MS = 100;
 
 function describeExit(info: ExitInfo): string {
   if (info.error) return info.error;
@@ -76,13 +95,18 @@ export class Vassal extends EventEmitter {
   private stateSince = Date.now();
   private spawnedAt = 0;
   private nextStartAt: number | null = null;
-  private readyTimer: NodeJS.Timeout | undefined;
   private startTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   /** Leftovers of the previous process group being killed; a new spawn waits for it. */
   private reaping: Promise<void> = Promise.resolve();
   /** Bumped on every launch and stop so late callbacks of an older attempt do nothing. */
   private generation = 0;
+  private readyAbort: AbortController | undefined;
+  private readyAt: number | null = null;
+  private checks: Check[] = [];
+  private health: CheckStatus | null = null;
+  /** Consecutive check results with a critical aggregate, for on_critical.restart_after. */
+  private criticalStreak = 0;
 
   constructor(
     spec: VassalSpec,
@@ -119,7 +143,27 @@ export class Vassal extends EventEmitter {
       hash: this.spec.hash,
       stateSince: this.stateSince,
       nextStartAt: this.nextStartAt,
+      health: this._state === 'running' ? this.health : null,
+      checks: this._state === 'running' ? this.checks.map((c) => c.state()) : [],
+      readyAfterMs: this.readyAt === null ? null : this.readyAt - this.spawnedAt,
     };
+  }
+
+  /** Push a result to a ttl check (by name; the name may be omitted when there is only one). */
+  pushTtl(checkName: string | undefined, status: CheckStatus, note: string | undefined): CheckState {
+    if (this._state !== 'running') throw new Error(`vassal "${this.name}" is not running (${this._state})`);
+    const ttls = this.checks.filter((c): c is TtlCheck => c instanceof TtlCheck);
+    const target = checkName === undefined ? (ttls.length === 1 ? ttls[0] : undefined) : ttls.find((c) => c.state().name === checkName);
+    if (!target) {
+      const names = ttls.map((c) => c.state().name).join(', ') || 'none';
+      throw new Error(
+        checkName === undefined
+          ? `vassal "${this.name}" has ${ttls.length} ttl checks (${names}); name one`
+          : `vassal "${this.name}" has no ttl check named "${checkName}" (ttl checks: ${names})`,
+      );
+    }
+    target.push(status, note);
+    return target.state();
   }
 
   // ---- intents -------------------------------------------------------------------------
@@ -214,10 +258,9 @@ export class Vassal extends EventEmitter {
   }
 
   private clearTimers(): void {
-    clearTimeout(this.readyTimer);
     clearTimeout(this.startTimer);
     clearTimeout(this.retryTimer);
-    this.readyTimer = this.startTimer = this.retryTimer = undefined;
+    this.startTimer = this.retryTimer = undefined;
   }
 
   private launch(event: VassalEvent): void {
@@ -236,8 +279,10 @@ export class Vassal extends EventEmitter {
 
   private spawnNow(gen: number): void {
     const spec = this._spec;
-    const env: Record<string, string> = { ...this.ctx.baseEnv, ...spec.env, EMPEROR_VASSAL: spec.name };
+    const notify = spec.start.ready.kind === 'notify';
+    const env: Record<string, string> = { ...this.ctx.baseEnv, ...spec.env, EMPEROR_VASSAL: spec.name, ...(notify ? { NOTIFY_FD: '3' } : {}) };
     const proc = spawnVassal({
+      notify,
       name: spec.name,
       argv: spec.argv,
       cwd: spec.cwd,
@@ -258,17 +303,95 @@ export class Vassal extends EventEmitter {
       .catch((err: unknown) => this.log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
     this.log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
 
-    const timeoutMs = spec.start.timeoutMs;
-    const readyMs = Math.min(DEFAULT_READY_MS, timeoutMs);
-    this.readyTimer = setTimeout(() => this.onReady(gen), readyMs);
-    if (readyMs < timeoutMs) this.startTimer = setTimeout(() => this.onStartTimeout(gen), timeoutMs);
+    this.readyAt = null;
+    const abort = new AbortController();
+    this.readyAbort = abort;
+    waitReady(this.resolveReady(spec), { cwd: spec.cwd, env, signal: abort.signal, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
+      () => this.onReady(gen),
+      (err: unknown) => {
+        if (!abort.signal.aborted) this.onReadyFailed(gen, err instanceof Error ? err.message : String(err));
+      },
+    );
+    // Created after the readiness timer, so a delay equal to the timeout still counts as ready.
+    this.startTimer = setTimeout(() => this.onStartTimeout(gen), spec.start.timeoutMs);
+  }
+
+  /** `default` readiness: TCP on the service port when there is one, else up for 1 s. */
+  private resolveReady(spec: VassalSpec): Exclude<ReadySpec, { kind: 'default' }> {
+    const r = spec.start.ready;
+    if (r.kind !== 'default') return r;
+    const port = spec.service?.port;
+    if (port) return { kind: 'probe', probe: { kind: 'tcp', host: spec.service?.address ?? '127.0.0.1', port }, intervalMs: DEFAULT_READY_INTERVAL_MS };
+    return { kind: 'delay', ms: Math.min(DEFAULT_READY_MS, spec.start.timeoutMs) };
   }
 
   private onReady(gen: number): void {
     if (gen !== this.generation || this._state !== 'starting') return;
     clearTimeout(this.startTimer);
+    this.readyAt = Date.now();
+    this.startChecks();
     this.to('running', 'ready');
-    this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: Date.now() - this.spawnedAt });
+    this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: this.readyAt - this.spawnedAt });
+  }
+
+  private onReadyFailed(gen: number, reason: string): void {
+    if (gen !== this.generation || this._state !== 'starting') return;
+    this.lastExit = { code: null, signal: null, reason: `readiness failed: ${reason}`, at: Date.now() };
+    this.log('warn', 'start-failed', `start failed: readiness failed: ${reason}; killing its process group`);
+    this.beginStop('failed', 'start-timeout');
+  }
+
+  // ---- checks --------------------------------------------------------------------------
+
+  private startChecks(): void {
+    const spec = this._spec;
+    const env: Record<string, string> = { ...this.ctx.baseEnv, ...spec.env, EMPEROR_VASSAL: spec.name };
+    this.criticalStreak = 0;
+    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env })));
+    this.health = worstStatus(this.checks.map((c) => c.state().status));
+    for (const check of this.checks) {
+      check.on('change', (st: CheckState, previous: CheckStatus) => {
+        this.log(st.status === 'passing' ? 'info' : 'warn', 'check', `check ${st.name}: ${previous} -> ${st.status}`, {
+          check: st.name,
+          status: st.status,
+          previous,
+          output: st.output.slice(0, 500),
+        });
+        this.updateHealth();
+      });
+      check.on('result', () => this.onCheckResult());
+      check.start();
+    }
+  }
+
+  private updateHealth(): void {
+    const health = worstStatus(this.checks.map((c) => c.state().status));
+    const changed = health !== this.health;
+    this.health = health;
+    if (changed) this.log(health === 'passing' ? 'info' : 'warn', 'health', `health ${health}`, { health });
+    // Per-check statuses are part of what registries show, so any check change is news.
+    this.emit('health', health);
+  }
+
+  private onCheckResult(): void {
+    const limit = this._spec.onCritical?.restartAfter;
+    if (!limit || this._state !== 'running') return;
+    this.criticalStreak = this.health === 'critical' ? this.criticalStreak + 1 : 0;
+    if (this.criticalStreak < limit) return;
+    const reason = `health critical for ${limit} check result(s) in a row`;
+    this.lastExit = { code: null, signal: null, reason, at: Date.now() };
+    this.log('warn', 'critical-restart', `restarting: ${reason}`);
+    this.beginStop('failed', 'stop');
+  }
+
+  private stopChecks(): void {
+    for (const c of this.checks) {
+      c.removeAllListeners();
+      // Aborts an in-flight probe; its reaping finishes in the background.
+      void c.stop();
+    }
+    this.checks = [];
+    this.health = null;
   }
 
   private onStartTimeout(gen: number): void {
@@ -291,6 +414,8 @@ export class Vassal extends EventEmitter {
     if (gen !== this.generation) return;
     const wasRunning = this._state === 'running';
     this.clearTimers();
+    this.readyAbort?.abort();
+    this.stopChecks();
     this.lastExit = { code: info.code, signal: info.signal, reason, at: Date.now(), ...(info.error ? { error: info.error } : {}) };
     if (proc.pid > 0) {
       this.log(info.code === 0 ? 'info' : 'warn', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal });
@@ -334,6 +459,9 @@ export class Vassal extends EventEmitter {
 
   private beginStop(after: AfterStop, event: VassalEvent = 'stop'): void {
     this.clearTimers();
+    this.readyAbort?.abort();
+    const wasServing = this._state === 'running';
+    this.stopChecks();
     this.afterStop = after;
     const gen = ++this.generation;
     const proc = this.proc;
@@ -343,9 +471,12 @@ export class Vassal extends EventEmitter {
       queueMicrotask(() => this.finishStop(gen));
       return;
     }
-    const { signal, timeoutMs } = this._spec.stop;
-    this.log('info', 'stopping', `stopping pid ${proc.pid} with ${signal}`, { pid: proc.pid, signal });
-    void stopGroup(proc, signal, timeoutMs)
+    const { signal, timeoutMs, drainMs } = this._spec.stop;
+    void this.deregisterAndDrain(wasServing ? drainMs : 0)
+      .then(() => {
+        this.log('info', 'stopping', `stopping pid ${proc.pid} with ${signal}`, { pid: proc.pid, signal });
+        return stopGroup(proc, signal, timeoutMs);
+      })
       .then(({ forced }) => {
         if (forced) this.log('warn', 'killed', `process group did not stop within ${formatDuration(timeoutMs)}; sent SIGKILL`, { pid: proc.pid });
       })
@@ -355,6 +486,19 @@ export class Vassal extends EventEmitter {
         if (this.proc === proc) this.proc = undefined;
         this.finishStop(gen);
       });
+  }
+
+  /** Registries first, then let in-flight requests finish, then (the caller) signal. */
+  private async deregisterAndDrain(drainMs: number): Promise<void> {
+    try {
+      await this.ctx.beforeStop?.(this);
+    } catch (err) {
+      this.log('warn', 'deregister-failed', `deregistration failed: ${String(err)}; stopping anyway`);
+    }
+    if (drainMs > 0) {
+      this.log('info', 'draining', `draining for ${formatDuration(drainMs)} before the stop signal`);
+      await new Promise((r) => setTimeout(r, drainMs));
+    }
   }
 
   private finishStop(gen: number): void {

@@ -1,0 +1,145 @@
+import http from 'node:http';
+import client from 'prom-client';
+import type { EmperorStatus } from '../emperor/emperor.js';
+
+const STATES = ['invalid', 'stopped', 'starting', 'running', 'backoff', 'stopping', 'exited', 'fatal'] as const;
+const STATUSES = ['passing', 'warning', 'critical'] as const;
+
+/**
+ * Metrics are computed from a status snapshot at scrape time (collect callbacks), so nothing is
+ * updated on the hot path and a vassal that disappears disappears from the output too.
+ */
+export function createMetricsRegistry(status: () => EmperorStatus): client.Registry {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool
+  // flags them); the same figures are in nodejs_active_*_total's siblings and process_*.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  let snap: EmperorStatus | undefined;
+  // One snapshot per scrape, shared by every metric's collect.
+  const current = (): EmperorStatus => (snap ??= status());
+  const registers = [registry];
+
+  new client.Gauge({
+    name: 'emperor_vassal_state',
+    help: 'Current state of each vassal (1 for the state it is in, 0 for the others)',
+    labelNames: ['vassal', 'state'],
+    registers,
+    collect() {
+      snap = undefined;
+      this.reset();
+      for (const v of current().vassals) for (const s of STATES) this.set({ vassal: v.name, state: s }, v.state === s ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_vassal_up',
+    help: '1 while the vassal is running (ready), else 0',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.set({ vassal: v.name }, v.state === 'running' ? 1 : 0);
+    },
+  });
+  new client.Counter({
+    name: 'emperor_vassal_restarts_total',
+    help: 'Times the vassal was started again (automatic and manual) since it was deployed',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.inc({ vassal: v.name }, v.restarts);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_vassal_last_exit_code',
+    help: 'Exit code of the last exit of the vassal (absent until it exited with a code)',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) if (v.lastExit?.code != null) this.set({ vassal: v.name }, v.lastExit.code);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_vassal_ready_seconds',
+    help: 'Seconds from spawn to ready for the current process',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) if (v.readyAfterMs !== null) this.set({ vassal: v.name }, v.readyAfterMs / 1000);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_vassal_health',
+    help: 'Aggregate health of a running vassal (1 for its status, 0 for the others)',
+    labelNames: ['vassal', 'status'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) {
+        if (v.health === null) continue;
+        for (const s of STATUSES) this.set({ vassal: v.name, status: s }, v.health === s ? 1 : 0);
+      }
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_check_status',
+    help: 'Status of each check of a running vassal (1 for its status, 0 for the others)',
+    labelNames: ['vassal', 'check', 'status'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) {
+        for (const c of v.checks) for (const s of STATUSES) this.set({ vassal: v.name, check: c.name, status: s }, c.status === s ? 1 : 0);
+      }
+    },
+  });
+  return registry;
+}
+
+/** host:port, :port or port → where to listen; loopback unless a host is named. */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:(\[[^\]]+\]|[^:]*):)?(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) throw new Error(`expected HOST:PORT, :PORT or PORT (port 1-65535), got "${value}"`);
+  const host = (m[1] ?? '').replace(/^\[|\]$/g, '') || '127.0.0.1';
+  return { host, port };
+}
+
+export interface MetricsServer {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export async function startMetricsServer(registry: client.Registry, listen: { host: string; port: number }): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${String(err)}\n`),
+    );
+  });
+  server.headersTimeout = 5000;
+  server.requestTimeout = 10000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : listen.port;
+  const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  return {
+    url: `http://${host}:${port}/metrics`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
