@@ -5,6 +5,9 @@ import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
 import { defaultLogsDir, defaultStateDir, socketPathIn } from './defaults.js';
 import { formatStatusTable, formatVassal } from './format.js';
 import { runEmperor } from './run.js';
+import { parseListen } from '../metrics/metrics.js';
+import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
+import { addServiceCommands } from './service.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -39,7 +42,7 @@ program
   .description('Supervise a directory of app files: drop a file to deploy, edit to reload, delete to stop.')
   .showHelpAfterError();
 
-program
+const run = program
   .command('run', { isDefault: true })
   .description('run the emperor on a vassals directory (the default command)')
   .addOption(new Option('--vassals <dir>', 'directory of vassal files').env('EMPEROR_VASSALS').makeOptionMandatory())
@@ -61,8 +64,56 @@ program
       .default(20, '20ms'),
   )
   .option('--no-watch', 'do not use file-change events; find changes by rescanning only (network filesystems)')
-  .action(async (o: { vassals: string; stateDir: string; logsDir: string; logFormat: 'human' | 'json'; logLevel: string; mirrorOutput?: boolean; rescanInterval: number; settle: number; watch: boolean }) => {
+  .addOption(
+    new Option('--metrics <listen>', 'serve Prometheus metrics at http://LISTEN/metrics (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
+      .env('EMPEROR_METRICS')
+      .argParser((v: string) => {
+        try {
+          return parseListen(v);
+        } catch (err) {
+          throw new InvalidArgumentError(`--metrics: ${(err as Error).message}`);
+        }
+      }),
+  )
+  .addOption(
+    new Option('--anti-entropy-interval <duration>', 'how often registries are compared with what they should hold')
+      .env('EMPEROR_ANTI_ENTROPY_INTERVAL')
+      .argParser(durationArg('--anti-entropy-interval'))
+      .default(5000, '5s'),
+  )
+  .addOption(
+    new Option('--deregister-timeout <duration>', 'longest a stop waits for deregistration')
+      .env('EMPEROR_DEREGISTER_TIMEOUT')
+      .argParser(durationArg('--deregister-timeout'))
+      .default(2000, '2s'),
+  );
+addEtcdOptions(run);
+run.action(
+  async (
+    o: {
+      vassals: string;
+      stateDir: string;
+      logsDir: string;
+      logFormat: 'human' | 'json';
+      logLevel: string;
+      mirrorOutput?: boolean;
+      rescanInterval: number;
+      settle: number;
+      watch: boolean;
+      metrics?: { host: string; port: number };
+      antiEntropyInterval: number;
+      deregisterTimeout: number;
+    } & EtcdCliOptions,
+  ) => {
     if (o.rescanInterval < 100) throw new InvalidArgumentError('--rescan-interval: expected at least 100ms');
+    let etcd: EtcdConfig | undefined;
+    try {
+      etcd = resolveEtcdConfig(o);
+    } catch (err) {
+      if (!(err instanceof EtcdConfigError)) throw err;
+      process.stderr.write(`emperor: ${err.message}\n`);
+      process.exit(2);
+    }
     try {
       await runEmperor({
         vassals: o.vassals,
@@ -74,12 +125,17 @@ program
         settleMs: o.settle,
         rescanMs: o.rescanInterval,
         useEvents: o.watch,
+        metrics: o.metrics,
+        etcd,
+        antiEntropyMs: o.antiEntropyInterval,
+        deregisterTimeoutMs: o.deregisterTimeout,
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);
       process.exit(1);
     }
-  });
+  },
+);
 
 program
   .command('status [name]')
@@ -134,5 +190,28 @@ program
       }
     }),
   );
+
+program
+  .command('check <result> <name> [check]')
+  .description('report a ttl check result for a vassal: pass, warn or fail (CHECK may be omitted when it has one ttl check)')
+  .option('--note <text>', 'output to record with the result')
+  .option('--json', 'print the check state as JSON')
+  .addOption(stateDirOption())
+  .action((result: string, name: string, check: string | undefined, o: { note?: string; json?: boolean; stateDir: string }) =>
+    withApi(async () => {
+      if (!['pass', 'warn', 'fail'].includes(result)) {
+        process.stderr.write(`emperor: check: expected pass, warn or fail, got "${result}"\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const q = new URLSearchParams();
+      if (check) q.set('check', check);
+      if (o.note !== undefined) q.set('note', o.note);
+      const st = await callApi<{ name: string; status: string }>(socketPathIn(o.stateDir), 'POST', `/v1/vassals/${encodeURIComponent(name)}/check/${result}?${q.toString()}`);
+      process.stdout.write(o.json ? JSON.stringify(st, null, 2) + '\n' : `${name}: check ${st.name} ${st.status}\n`);
+    }),
+  );
+
+addServiceCommands(program);
 
 await program.parseAsync(process.argv);
