@@ -8,6 +8,8 @@ import { runEmperor } from './run.js';
 import { parseListen } from '../metrics/metrics.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 import { addServiceCommands } from './service.js';
+import { addConsulCommands } from './consul.js';
+import { addConsulOptions, ConsulConfigError, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -88,6 +90,7 @@ const run = program
       .default(2000, '2s'),
   );
 addEtcdOptions(run);
+addConsulOptions(run);
 run.action(
   async (
     o: {
@@ -103,14 +106,17 @@ run.action(
       metrics?: { host: string; port: number };
       antiEntropyInterval: number;
       deregisterTimeout: number;
-    } & EtcdCliOptions,
+    } & EtcdCliOptions &
+      ConsulCliOptions,
   ) => {
     if (o.rescanInterval < 100) throw new InvalidArgumentError('--rescan-interval: expected at least 100ms');
     let etcd: EtcdConfig | undefined;
+    let consul: ConsulConfig | undefined;
     try {
       etcd = resolveEtcdConfig(o);
+      consul = resolveConsulConfig(o, process.env);
     } catch (err) {
-      if (!(err instanceof EtcdConfigError)) throw err;
+      if (!(err instanceof EtcdConfigError) && !(err instanceof ConsulConfigError)) throw err;
       process.stderr.write(`emperor: ${err.message}\n`);
       process.exit(2);
     }
@@ -127,6 +133,7 @@ run.action(
         useEvents: o.watch,
         metrics: o.metrics,
         etcd,
+        consul,
         antiEntropyMs: o.antiEntropyInterval,
         deregisterTimeoutMs: o.deregisterTimeout,
       });
@@ -213,5 +220,6 @@ program
   );
 
 addServiceCommands(program);
+addConsulCommands(program);
 
 await program.parseAsync(process.argv);

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { startControlServer } from '../api/server.js';
 import { Emperor } from '../emperor/emperor.js';
@@ -7,6 +9,8 @@ import { DEFAULT_REGISTRAR_OPTIONS, Registrar, type RegistrarLog } from '../regi
 import type { RegistryAdapter } from '../registrar/types.js';
 import { EtcdAdapter } from '../registries/etcd/adapter.js';
 import type { EtcdConfig } from '../registries/etcd/options.js';
+import { ConsulAdapter } from '../registries/consul/adapter.js';
+import type { ConsulConfig } from '../registries/consul/options.js';
 import { socketPathIn } from './defaults.js';
 import { createMetricsRegistry, startMetricsServer, type MetricsServer } from '../metrics/metrics.js';
 
@@ -23,19 +27,36 @@ export interface RunOptions {
   /** Where to serve /metrics; undefined = off. */
   metrics: { host: string; port: number } | undefined;
   etcd: EtcdConfig | undefined;
+  consul: ConsulConfig | undefined;
   antiEntropyMs: number;
   deregisterTimeoutMs: number;
 }
 
+/**
+ * Marks this emperor's Consul services, stable across restarts of the same emperor (host +
+ * state directory), so a restarted emperor takes over and cleans up its own leftovers.
+ */
+function emperorId(stateDir: string): string {
+  return `${os.hostname()}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`;
+}
+
 /** One registry adapter per configured registry; none is a valid, first-class setup. */
-async function createRegistrar(o: RunOptions, logger: Logger): Promise<Registrar> {
+async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string): Promise<{ registrar: Registrar; consulAddress: string | undefined }> {
   const log: RegistrarLog = (level, message, fields) => logger.log(level, message, fields ?? {});
   const adapters: RegistryAdapter[] = [];
   if (o.etcd) {
     adapters.push(await EtcdAdapter.connect(o.etcd, log));
     logger.info(`registering ready vassals in ${o.etcd.description}`, { event: 'registry', registry: 'etcd' });
   }
-  return new Registrar(adapters, log, { ...DEFAULT_REGISTRAR_OPTIONS, antiEntropyMs: o.antiEntropyMs, deregisterBoundMs: o.deregisterTimeoutMs });
+  let consulAddress: string | undefined;
+  if (o.consul) {
+    const consul = ConsulAdapter.create(o.consul, { emperorId: emperorId(stateDir), log });
+    consulAddress = consul.agentAddress;
+    adapters.push(consul);
+    logger.info(`registering ready vassals in ${consul.description}`, { event: 'registry', registry: 'consul' });
+  }
+  const registrar = new Registrar(adapters, log, { ...DEFAULT_REGISTRAR_OPTIONS, antiEntropyMs: o.antiEntropyMs, deregisterBoundMs: o.deregisterTimeoutMs });
+  return { registrar, consulAddress };
 }
 
 /** `emperor run`: supervise a vassals directory until SIGTERM/SIGINT. */
@@ -46,9 +67,10 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   // 0700: the control socket inside is the emperor's whole authority.
   await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
 
-  const registrar = await createRegistrar(o, logger);
+  const { registrar, consulAddress } = await createRegistrar(o, logger, stateDir);
   const emperor = new Emperor({
     registrar,
+    consulAddress,
     vassalsDir,
     stateDir,
     logsDir: path.resolve(o.logsDir),

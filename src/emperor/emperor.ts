@@ -14,7 +14,7 @@ import { inheritableEnv } from './env.js';
 import type { Registrar } from '../registrar/registrar.js';
 import type { RegistrationKey } from '../registrar/types.js';
 import type { CheckStatus } from '../config/spec.js';
-import { registrationFor, registrationKey } from './registration.js';
+import { defaultServiceId, registrationFor, registrationKey } from './registration.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -30,6 +30,8 @@ export interface EmperorOptions {
   readonly registrar?: Registrar;
   /** Host name used in registration IDs (default: os.hostname()). */
   readonly hostname?: string;
+  /** Consul agent, handed to vassals as CONSUL_HTTP_ADDR so apps can use the helpers. */
+  readonly consulAddress?: string | undefined;
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -202,6 +204,10 @@ export class Emperor {
       guardian: this.guardian,
       records: this.records,
       beforeStop: (v) => this.deregister(v.name),
+      extraEnv: (s) => ({
+        ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
+        ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(this.hostname, s.name) } : {}),
+      }),
     });
     vassal.on('state', () => this.syncRegistration(vassal));
     vassal.on('health', () => this.syncRegistration(vassal));

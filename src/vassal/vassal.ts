@@ -33,6 +33,8 @@ export interface VassalContext {
    * deregisters here, so the registry stops pointing at the app before the app stops serving.
    */
   readonly beforeStop?: (v: Vassal) => Promise<void>;
+  /** Environment the emperor adds for a spec (CONSUL_HTTP_ADDR, EMPEROR_SERVICE_ID). */
+  readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
 }
 
 export interface LastExit {
@@ -280,7 +282,14 @@ export class Vassal extends EventEmitter {
   private spawnNow(gen: number): void {
     const spec = this._spec;
     const notify = spec.start.ready.kind === 'notify';
-    const env: Record<string, string> = { ...this.ctx.baseEnv, ...spec.env, EMPEROR_VASSAL: spec.name, ...(notify ? { NOTIFY_FD: '3' } : {}) };
+    // The file's own env wins over what the emperor adds: a vassal may point at another agent.
+    const env: Record<string, string> = {
+      ...this.ctx.baseEnv,
+      ...this.ctx.extraEnv?.(spec),
+      ...spec.env,
+      EMPEROR_VASSAL: spec.name,
+      ...(notify ? { NOTIFY_FD: '3' } : {}),
+    };
     const proc = spawnVassal({
       notify,
       name: spec.name,
