@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';
-import { isRunning } from './support/proc.js';
+import { isRunning, signalWhenArmed } from './support/proc.js';
 import { waitFor } from './support/wait.js';
 
 const HTTP_APP = fixture('http-app.js');
@@ -34,14 +34,15 @@ describe('readiness gates', () => {
       const port = await freePort();
       const ready = kind === 'tcp' ? { tcp: `127.0.0.1:${port}`, interval: '50ms' } : { http: `http://127.0.0.1:${port}/health`, interval: '50ms' };
       const name = `ready-${kind}`;
-      await emp.writeVassal(`${name}.yaml`, httpVassal(port, { APP_WAIT_SIGNAL: '1' }, { start: { ready, timeout: '30s' } }));
+      const armed = path.join(ws.root, `${name}.armed`);
+      await emp.writeVassal(`${name}.yaml`, httpVassal(port, { APP_WAIT_SIGNAL: '1', APP_ARMED: armed }, { start: { ready, timeout: '30s' } }));
       const spawned = await emp.waitEvent(name, 'spawned');
       // Several probe rounds fail meanwhile: the app has not been told to listen.
       await waitFor(async () => (await emp.vassal(name)).uptimeMs! > 300, 'a few probe rounds');
       assert.equal((await emp.vassal(name)).state, 'starting');
       assert.equal(emp.events(name, 'ready').length, 0);
       const m = emp.mark();
-      process.kill(spawned.pid as number, 'SIGUSR2');
+      await signalWhenArmed(armed, spawned.pid as number);
       await emp.waitEvent(name, 'ready', m);
       assert.equal((await emp.vassal(name)).state, 'running');
     });
@@ -62,11 +63,12 @@ describe('readiness gates', () => {
 
   it('notify: READY=1 on $NOTIFY_FD makes the vassal ready', async () => {
     const port = await freePort();
-    await emp.writeVassal('notifier.yaml', httpVassal(port, { APP_NOTIFY: '1' }, { start: { ready: { notify: true } } }));
+    const armed = path.join(ws.root, 'notifier.armed');
+    await emp.writeVassal('notifier.yaml', httpVassal(port, { APP_NOTIFY: '1', APP_ARMED: armed }, { start: { ready: { notify: true } } }));
     const spawned = await emp.waitEvent('notifier', 'spawned');
     await waitFor(async () => (await emp.vassal('notifier')).uptimeMs! > 300, 'time passes without READY');
     assert.equal((await emp.vassal('notifier')).state, 'starting');
-    process.kill(spawned.pid as number, 'SIGUSR2');
+    await signalWhenArmed(armed, spawned.pid as number);
     await emp.waitEvent('notifier', 'ready');
   });
 
@@ -98,11 +100,12 @@ describe('readiness gates', () => {
 
   it('default readiness of a vassal with service.port is a TCP probe on that port', async () => {
     const port = await freePort();
-    await emp.writeVassal('svc-default.yaml', httpVassal(port, { APP_WAIT_SIGNAL: '1' }, { service: { port } }));
+    const armed = path.join(ws.root, 'svc-default.armed');
+    await emp.writeVassal('svc-default.yaml', httpVassal(port, { APP_WAIT_SIGNAL: '1', APP_ARMED: armed }, { service: { port } }));
     const spawned = await emp.waitEvent('svc-default', 'spawned');
     await waitFor(async () => (await emp.vassal('svc-default')).uptimeMs! > 1300, 'past the 1 s default delay');
     assert.equal((await emp.vassal('svc-default')).state, 'starting');
-    process.kill(spawned.pid as number, 'SIGUSR2');
+    await signalWhenArmed(armed, spawned.pid as number);
     await emp.waitEvent('svc-default', 'ready');
   });
 });

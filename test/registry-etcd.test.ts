@@ -9,7 +9,7 @@ import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { startEtcd, type EtcdServer } from './support/etcd.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';
-import { isRunning } from './support/proc.js';
+import { isRunning, signalWhenArmed } from './support/proc.js';
 import { waitFor } from './support/wait.js';
 
 const HTTP_APP = fixture('http-app.js');
@@ -77,13 +77,13 @@ describe('etcd registration', () => {
     try {
       await emp.writeVassal(
         'gated.yaml',
-        vassal(port, { type: 'http', tags: ['v1'] }, { APP_WAIT_SIGNAL: '1' }, { start: { ready: { tcp: `127.0.0.1:${port}`, interval: '50ms' } } }),
+        vassal(port, { type: 'http', tags: ['v1'] }, { APP_WAIT_SIGNAL: '1', APP_ARMED: path.join(ws.root, 'gated.armed') }, { start: { ready: { tcp: `127.0.0.1:${port}`, interval: '50ms' } } }),
       );
       const spawned = await emp.waitEvent('gated', 'spawned');
       await waitFor(async () => (await emp.vassal('gated')).uptimeMs! > 500, 'starting for a while');
       assert.equal(await get(loc('http', 'gated')), null, 'not registered before ready');
       assert.deepEqual(puts, []);
-      process.kill(spawned.pid as number, 'SIGUSR2');
+      await signalWhenArmed(path.join(ws.root, 'gated.armed'), spawned.pid as number);
       await emp.waitEvent('gated', 'ready');
       await waitFor(async () => (await get(loc('http', 'gated'))) === `127.0.0.1:${port}`, 'location key');
       const d = await getDoc('http', 'gated');
