@@ -70,6 +70,8 @@ void describe('parseVassal: formats and defaults', () => {
       onCritical: null,
       stop: { signal: 'SIGTERM', timeoutMs: 10_000, drainMs: 0 },
       service: null,
+      user: null,
+      group: null,
     });
   });
 
@@ -269,7 +271,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group)',
       ),
       error.message,
     );
@@ -967,5 +969,22 @@ void describe('service', () => {
     const unknown = svc('{port: 1, consul: {native: true}}');
     assert.ok(!unknown.ok);
     assert.match(unknown.error.message, /service\.consul\.native: unknown field \(allowed: native_checks\)/);
+  });
+});
+
+void describe('user and group', () => {
+  const f = (body: string) => parseVassal(`command: [id]\n${body}\n`, '/srv/vassals/web.yaml');
+  void it('take names and numeric ids', () => {
+    const r = f('user: www-data\ngroup: 33');
+    assert.ok(r.ok);
+    assert.equal(r.spec.user, 'www-data');
+    assert.equal(r.spec.group, '33');
+  });
+  void it('refuse anything else, naming the field', () => {
+    for (const bad of ['"a b"', '"../x"', '-1', '"root;id"']) {
+      const r = f(`user: ${bad}`);
+      assert.ok(!r.ok, bad);
+      assert.equal(r.error.field, 'user');
+    }
   });
 });

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import { formatDuration } from '../config/index.js';
 import type { CheckStatus, ProbeTarget } from '../config/index.js';
-import { setprivPath } from '../process/index.js';
+import { identityArgs, setprivPath, type Identity } from '../process/index.js';
 
 export interface ProbeResult {
   readonly status: CheckStatus;
@@ -25,6 +25,8 @@ export interface ProbeContext {
   readonly env: Readonly<Record<string, string>>;
   /** Aborting ends the run at once (critical, "aborted"); an exec probe's group is SIGKILLed first. */
   readonly signal?: AbortSignal;
+  /** Exec probes run as the vassal's user (tyrant mode, user:/group:). */
+  readonly identity?: Identity | undefined;
 }
 
 /** Consul's cap on check output (its DefaultBufSize). */
@@ -218,10 +220,11 @@ function killGroup(pgid: number): void {
  * process we spawn, the group leader and the probe are one process. When util-linux setpriv
  * is available the probe also gets a parent-death SIGKILL, like vassals do.
  */
-function wrappedArgv(argv: readonly string[]): string[] {
+function wrappedArgv(argv: readonly string[], identity: Identity | undefined): string[] {
   const joined = ['/bin/sh', '-c', 'exec "$@" 2>&1', 'sh', ...argv];
   const setpriv = setprivPath();
-  return setpriv === undefined ? joined : [setpriv, '--pdeathsig', 'SIGKILL', '--', ...joined];
+  const who = identity ? identityArgs(identity) : [];
+  return setpriv === undefined ? joined : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...joined];
 }
 
 /**
@@ -240,7 +243,9 @@ async function probeExec(argv: readonly string[], ctx: ProbeContext): Promise<Pr
   }
   if (ctx.signal?.aborted === true) return critical('aborted');
 
-  const [file = '/bin/sh', ...args] = wrappedArgv(argv);
+  // A probe must never run with more privilege than the vassal it checks.
+  if (ctx.identity && setprivPath() === undefined) return critical('cannot switch to the vassal user: util-linux setpriv is not installed');
+  const [file = '/bin/sh', ...args] = wrappedArgv(argv, ctx.identity);
   const output = new TailBuffer();
   const run = deadline(ctx);
   return new Promise<ProbeResult>((resolve) => {

@@ -1,3 +1,4 @@
+import type { Identity } from '../process/identity.js';
 // Readiness gates: when a started vassal counts as running.
 import { performance } from 'node:perf_hooks';
 import type { ReadySpec } from '../config/index.js';
@@ -12,6 +13,8 @@ export interface ReadyContext {
   readonly env: Readonly<Record<string, string>>;
   /** Aborting rejects with an AbortError, after killing an in-flight probe. The start timeout goes here. */
   readonly signal: AbortSignal;
+  /** Exec probes run as the vassal's user. */
+  readonly identity?: Identity | undefined;
   /** For 'notify': the read end of the vassal's NOTIFY_FD. */
   readonly notify?: NodeJS.ReadableStream;
   /** Called with every failed probe attempt, e.g. to say why a start timed out. */
@@ -80,7 +83,7 @@ async function waitProbe(ready: Extract<ResolvedReadySpec, { kind: 'probe' }>, c
   let dueAt = performance.now();
   for (;;) {
     if (ctx.signal.aborted) throw abortError(ctx.signal);
-    const result = await runProbe(ready.probe, { timeoutMs, cwd: ctx.cwd, env: ctx.env, signal: ctx.signal });
+    const result = await runProbe(ready.probe, { timeoutMs, cwd: ctx.cwd, env: ctx.env, signal: ctx.signal, identity: ctx.identity });
     if (ctx.signal.aborted) throw abortError(ctx.signal);
     if (result.status === 'passing') return;
     ctx.onAttempt?.(result);

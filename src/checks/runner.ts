@@ -1,3 +1,4 @@
+import type { Identity } from '../process/identity.js';
 // One periodic check (http, tcp or exec): runs its probe on a fixed schedule, one run at a
 // time, and turns results into a status with Consul's flap-damping thresholds.
 import { EventEmitter } from 'node:events';
@@ -11,6 +12,8 @@ export interface CheckRunnerOptions {
   readonly cwd: string;
   /** Complete environment of exec probes (the caller merges the emperor's and the spec's). */
   readonly env: Readonly<Record<string, string>>;
+  /** Exec probes run as the vassal's user. */
+  readonly identity?: Identity | undefined;
 }
 
 /**
@@ -137,6 +140,7 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
       timeoutMs: this.spec.timeoutMs,
       cwd: this.options.cwd,
       env: this.options.env,
+      identity: this.options.identity,
       signal,
     });
     const endedAt = performance.now();

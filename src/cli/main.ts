@@ -66,6 +66,8 @@ const run = program
       .default(20, '20ms'),
   )
   .option('--no-watch', 'do not use file-change events; find changes by rescanning only (network filesystems)')
+  .addOption(new Option('--tyrant', 'run each vassal as the owner of its file (uid, gid, groups, HOME, USER); needs root').env('EMPEROR_TYRANT'))
+  .addOption(new Option('--tyrant-allow-root', 'in tyrant mode, also accept root-owned vassal files').env('EMPEROR_TYRANT_ALLOW_ROOT'))
   .addOption(
     new Option('--metrics <listen>', 'serve Prometheus metrics at http://LISTEN/metrics (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
       .env('EMPEROR_METRICS')
@@ -106,6 +108,8 @@ run.action(
       metrics?: { host: string; port: number };
       antiEntropyInterval: number;
       deregisterTimeout: number;
+      tyrant?: boolean;
+      tyrantAllowRoot?: boolean;
     } & EtcdCliOptions &
       ConsulCliOptions,
   ) => {
@@ -136,6 +140,8 @@ run.action(
         consul,
         antiEntropyMs: o.antiEntropyInterval,
         deregisterTimeoutMs: o.deregisterTimeout,
+        tyrant: Boolean(o.tyrant),
+        tyrantAllowRoot: Boolean(o.tyrantAllowRoot),
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);

@@ -30,6 +30,8 @@ export interface RunOptions {
   consul: ConsulConfig | undefined;
   antiEntropyMs: number;
   deregisterTimeoutMs: number;
+  tyrant: boolean;
+  tyrantAllowRoot: boolean;
 }
 
 /**
@@ -62,6 +64,9 @@ async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string):
 /** `emperor run`: supervise a vassals directory until SIGTERM/SIGINT. */
 export async function runEmperor(o: RunOptions): Promise<void> {
   const logger = createLogger({ format: o.logFormat, level: o.logLevel, colors: process.stdout.isTTY });
+  const isRoot = process.getuid?.() === 0;
+  if (o.tyrant && !isRoot) throw new Error('--tyrant needs the emperor to run as root (it runs each vassal as the owner of its file)');
+  if (o.tyrantAllowRoot && !o.tyrant) throw new Error('--tyrant-allow-root only makes sense with --tyrant');
   const vassalsDir = path.resolve(o.vassals);
   const stateDir = path.resolve(o.stateDir);
   // 0700: the control socket inside is the emperor's whole authority.
@@ -71,6 +76,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   const emperor = new Emperor({
     registrar,
     consulAddress,
+    identity: { isRoot, tyrant: o.tyrant, tyrantAllowRoot: o.tyrantAllowRoot },
     vassalsDir,
     stateDir,
     logsDir: path.resolve(o.logsDir),

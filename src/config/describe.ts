@@ -3,16 +3,18 @@
 
 const MAX_SHOWN_CHARS = 40;
 
+/** At most MAX_SHOWN_CHARS characters, with "…" when cut. */
+function shorten(text: string): string {
+  return text.length > MAX_SHOWN_CHARS ? `${text.slice(0, MAX_SHOWN_CHARS - 1)}…` : text;
+}
+
 /** Human-readable rendering of a value found in a vassal file, for "expected X, got Y". */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';
   if (value === null) return 'null';
-  if (typeof value === 'string') {
-    // Truncate before quoting so a 1 MiB string cannot end up in a log line; JSON.stringify
-    // escapes control characters, which keeps the message on one line.
-    const shown = value.length > MAX_SHOWN_CHARS ? `${value.slice(0, MAX_SHOWN_CHARS - 1)}…` : value;
-    return JSON.stringify(shown);
-  }
+  // Truncated before quoting so a 1 MiB string cannot end up in a log line; JSON.stringify
+  // escapes control characters, which keeps the message on one line.
+  if (typeof value === 'string') return JSON.stringify(shorten(value));
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (Array.isArray(value)) return value.length === 0 ? 'an empty list' : 'a list';
   if (typeof value === 'object') return 'a mapping';
@@ -29,7 +31,8 @@ export function formatPath(path: readonly PropertyKey[]): string {
     if (typeof segment === 'number') {
       out += `[${segment}]`;
     } else {
-      const key = String(segment);
+      // A key can be as long as the file: shown like a value, cut short.
+      const key = shorten(String(segment));
       if (SIMPLE_KEY.test(key)) out += out === '' ? key : `.${key}`;
       else out += out === '' ? JSON.stringify(key) : `[${JSON.stringify(key)}]`;
     }

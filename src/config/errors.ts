@@ -19,7 +19,16 @@ function oneLine(text: string): string {
   });
 }
 
-/** Message format: `<file>: <field>: <problem>`, or `<file>: <problem>` when no field applies. */
+/** Longest field and problem text kept in a message; the file name is always shown whole. */
+export const MAX_PROBLEM_CHARS = 600;
+
+const capped = (text: string): string => (text.length <= MAX_PROBLEM_CHARS ? text : `${text.slice(0, MAX_PROBLEM_CHARS - 1)}…`);
+
+/**
+ * Message format: `<file>: <field>: <problem>`, or `<file>: <problem>` when no field applies.
+ * Always one line, and field plus problem at most MAX_PROBLEM_CHARS long: values quoted from
+ * the file are shortened where they are worded, this is the backstop for a log line.
+ */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   readonly file: string;
@@ -29,8 +38,8 @@ export class ConfigError extends Error {
   readonly problem: string;
 
   constructor(file: string, problem: string, details: ConfigErrorDetails = {}) {
-    const prefix = details.field === undefined ? file : `${file}: ${details.field}`;
-    super(oneLine(`${prefix}: ${problem}`), details.cause === undefined ? undefined : { cause: details.cause });
+    const text = details.field === undefined ? problem : `${details.field}: ${problem}`;
+    super(`${oneLine(file)}: ${capped(oneLine(text))}`, details.cause === undefined ? undefined : { cause: details.cause });
     this.file = file;
     this.problem = problem;
     if (details.field !== undefined) this.field = details.field;

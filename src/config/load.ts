@@ -86,6 +86,8 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
     onCritical: doc.onCritical,
     stop: doc.stop,
     service: doc.service ? { ...doc.service, name: doc.service.name ?? classified.name } : null,
+    user: doc.user,
+    group: doc.group,
   };
   return { ok: true, spec: deepFreeze(spec) };
 }

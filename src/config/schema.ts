@@ -53,6 +53,8 @@ export interface VassalDocument {
   onCritical: { restartAfter: number } | null;
   stop: { signal: NodeJS.Signals; timeoutMs: number; drainMs: number };
   service: ServiceDocument | null;
+  user: string | null;
+  group: string | null;
 }
 
 // ---- leaves -------------------------------------------------------------------------------
@@ -616,6 +618,15 @@ const service = z
     };
   });
 
+// A user or group to run as: a name as in /etc/passwd, or a numeric id. Only root can switch.
+const ACCOUNT = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$/;
+const account = leaf<string>((input) => {
+  const expected = 'a user or group name, or a numeric id';
+  const text = typeof input === 'number' && Number.isInteger(input) && input >= 0 ? String(input) : input;
+  if (typeof text !== 'string' || !ACCOUNT.test(text)) return bad(`expected ${expected}, got ${describeValue(input)}`, expected);
+  return ok(text);
+});
+
 // Key order here is the order listed in "unknown field (allowed: ...)" messages.
 const vassalShape = {
   command,
@@ -629,6 +640,8 @@ const vassalShape = {
   checks,
   on_critical: onCritical,
   service,
+  user: account.optional(),
+  group: account.optional(),
 };
 
 /**
@@ -682,5 +695,7 @@ export const vassalSchema = z.strictObject(vassalShape).transform((raw, ctx): Va
     onCritical: raw.on_critical,
     stop: raw.stop,
     service: raw.service,
+    user: raw.user ?? null,
+    group: raw.group ?? null,
   };
 });

@@ -94,6 +94,9 @@ export interface VassalSpec {
   readonly stop: { readonly signal: NodeJS.Signals; readonly timeoutMs: number; readonly drainMs: number };
   /** Registration in etcd/Consul; null = supervised but never registered. */
   readonly service: ServiceSpec | null;
+  /** Run as this user / group (name or numeric id); honoured only when the emperor runs as root. */
+  readonly user: string | null;
+  readonly group: string | null;
 }
 
 export const VASSAL_EXTENSIONS = ['.yaml', '.yml', '.json'] as const;

@@ -2,11 +2,18 @@
 // toJS) so that the expensive or recursive stages only ever see input already known to be
 // shallow: its composer recurses per nesting level and its built-in duplicate-key check is
 // quadratic (40,000 keys took 10 s), which a 1 MiB file could otherwise exploit.
-import { Composer, isMap, isScalar, isSeq, LineCounter, Parser, type CST, type Document } from 'yaml';
+import { Composer, isAlias, isMap, isPair, isScalar, isSeq, LineCounter, Parser, type CST, type Document } from 'yaml';
 import { MAX_DEPTH, type DocumentParse } from './data.js';
+import { describeValue } from './describe.js';
 
 /** Aliases expanded by toJS; a "billion laughs" file needs millions. */
 export const MAX_ALIAS_COUNT = 100;
+
+/**
+ * Values that aliases may add in total. The count above alone lets 90 aliases of one anchored
+ * 100,000-item list through: 9 million values, seconds of work for the checks that follow.
+ */
+export const MAX_ALIAS_EXPANSION = 10_000;
 
 // The CST parser is iterative but slow on deep flow nesting (about 6 s for a megabyte of '['),
 // so an absurd bracket depth is refused before it runs. Counting raw brackets can only
@@ -89,6 +96,116 @@ function keepEnvScalarsAsWritten(doc: Document.Parsed): void {
   }
 }
 
+/** The first error (and the first warning) the composer reports; composing stops at the first error. */
+class FirstError {
+  constructor(
+    readonly offset: number,
+    readonly message: string,
+  ) {}
+}
+
+type ErrorSource = number | readonly [number, number] | readonly [number, number, number] | { offset: number };
+
+const sourceOffset = (source: ErrorSource): number => (typeof source === 'number' ? source : 'offset' in source ? source.offset : source[0]);
+
+/** Token sources can be a megabyte long; an error message shows only their start. */
+function shortSource(source: string): string {
+  const shown = source.length > 40 ? `${source.slice(0, 39)}…` : source;
+  return JSON.stringify(shown);
+}
+
+/**
+ * Composes the (single) document, stopping at the first error. yaml's Composer otherwise builds
+ * an Error object, stack trace included, for every problem it meets: a megabyte of "[]" or
+ * ",,," holds a million of them and took 20 to 30 s, while only the first is ever reported.
+ */
+function composeOne(tokens: readonly CST.Token[], length: number): { doc: Document.Parsed | undefined; error?: FirstError; warning?: FirstError } {
+  const composer = new Composer(COMPOSER_OPTIONS);
+  let first: FirstError | undefined;
+  let warning: FirstError | undefined;
+  // onError is private in yaml's typings, but it is a plain property every stage calls through.
+  const hooks = composer as unknown as { onError?: unknown };
+  if (typeof hooks.onError === 'function') {
+    hooks.onError = (source: ErrorSource, _code: string, message: string, isWarning?: boolean): void => {
+      // Some stages catch what they call and report it again through here: keep throwing the first.
+      if (first !== undefined) throw first;
+      const problem = new FirstError(sourceOffset(source), message);
+      if (isWarning) {
+        warning ??= problem;
+        return;
+      }
+      first = problem;
+      throw problem;
+    };
+  }
+  const docs: Document.Parsed[] = [];
+  try {
+    for (const token of tokens) {
+      if (token.type === 'error') {
+        const message = token.source ? `${token.message}: ${shortSource(token.source)}` : token.message;
+        return { doc: undefined, error: new FirstError(token.offset, message) };
+      }
+      for (const doc of composer.next(token)) docs.push(doc);
+    }
+    for (const doc of composer.end(true, length)) docs.push(doc);
+  } catch (error) {
+    if (error instanceof FirstError) return { doc: undefined, error };
+    throw error;
+  }
+  const [doc] = docs;
+  const reported = doc?.errors[0];
+  if (reported !== undefined) return { doc, error: new FirstError(reported.pos[0], reported.message) };
+  return warning === undefined ? { doc } : { doc, warning };
+}
+
+/**
+ * How many values the document's aliases add once expanded, or undefined when an alias refers
+ * to a node that contains it (a cycle). Walks the document once, in source order, so each
+ * alias resolves to the latest preceding node with its anchor, as YAML defines it.
+ */
+function aliasExpansion(doc: Document.Parsed): number | undefined {
+  const anchors = new Map<string, unknown>();
+  /** Expanded size of every node already walked completely. */
+  const sizes = new Map<unknown, number>();
+  let added = 0;
+  type Step = { node: unknown; exit: false } | { node: unknown; exit: true; children: unknown[] };
+  const stack: Step[] = [{ node: doc.contents, exit: false }];
+  for (let step = stack.pop(); step !== undefined; step = stack.pop()) {
+    const { node } = step;
+    if (step.exit) {
+      let size = 1;
+      for (const child of step.children) size += sizes.get(child) ?? 0;
+      sizes.set(node, Math.min(size, Number.MAX_SAFE_INTEGER));
+      continue;
+    }
+    if (node === null || typeof node !== 'object') continue;
+    if (isAlias(node)) {
+      const target = anchors.get(node.source);
+      if (target === undefined) continue; // the composer already reported the unknown anchor
+      const size = sizes.get(target);
+      if (size === undefined) return undefined; // the target is still open: it contains this alias
+      sizes.set(node, size);
+      added = Math.min(added + size, Number.MAX_SAFE_INTEGER);
+      continue;
+    }
+    const anchor = (node as { anchor?: unknown }).anchor;
+    if (typeof anchor === 'string') anchors.set(anchor, node);
+    let children: unknown[] = [];
+    if (isMap(node) || isSeq(node)) {
+      for (const item of node.items as unknown[]) {
+        if (isPair(item)) children.push(item.key, item.value);
+        else children.push(item);
+      }
+    } else if (isPair(node)) {
+      children = [node.key, node.value];
+    }
+    stack.push({ node, exit: true, children });
+    // Reversed, so that children are walked in source order.
+    for (let i = children.length - 1; i >= 0; i--) stack.push({ node: children[i], exit: false });
+  }
+  return added;
+}
+
 export function parseYaml(text: string): DocumentParse {
   const lineCounter = new LineCounter();
   const at = (offset: number): string => {
@@ -101,17 +218,24 @@ export function parseYaml(text: string): DocumentParse {
   const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
   const deep = findTooDeepToken(tokens);
   if (deep !== undefined) return { ok: false, problem: `${tooDeep}${at(deep.offset)}` };
+  const second = tokens.filter((token) => token.type === 'document')[1];
+  if (second !== undefined) return { ok: false, problem: `the file holds more than one YAML document${at(second.offset)}; use one file per vassal` };
 
-  const docs = Array.from(new Composer(COMPOSER_OPTIONS).compose(tokens, true, text.length));
-  const [doc, second] = docs;
-  if (doc === undefined) return { ok: false, problem: 'file is empty' };
-  if (second !== undefined) return { ok: false, problem: `the file holds more than one YAML document${at(second.range[0])}; use one file per vassal` };
+  const { doc, error, warning } = composeOne(tokens, text.length);
   // Warnings too: an unresolved tag like !foo would otherwise quietly become a plain string.
-  const error = doc.errors[0] ?? doc.warnings[0];
-  if (error !== undefined) return { ok: false, problem: `invalid YAML${at(error.pos[0])}: ${error.message}` };
+  const problem = error ?? warning;
+  if (problem !== undefined) return { ok: false, problem: `invalid YAML${at(problem.offset)}: ${problem.message}` };
+  if (doc === undefined) return { ok: false, problem: 'file is empty' };
   const duplicate = findDuplicateKey(doc);
-  if (duplicate !== undefined) return { ok: false, problem: `invalid YAML${at(duplicate.offset)}: duplicate key ${JSON.stringify(duplicate.key)}` };
+  if (duplicate !== undefined) return { ok: false, problem: `invalid YAML${at(duplicate.offset)}: duplicate key ${describeValue(duplicate.key)}` };
   if (doc.contents === null) return { ok: false, problem: 'file is empty (it has only comments)' };
+
+  const expansion = aliasExpansion(doc);
+  // A cycle is infinitely deep; say so the way any other over-deep document is reported.
+  if (expansion === undefined) return { ok: false, problem: `${tooDeep} (an alias refers to a node that contains it)` };
+  if (expansion > MAX_ALIAS_EXPANSION) {
+    return { ok: false, problem: `the YAML's aliases expand to more than ${MAX_ALIAS_EXPANSION} values (an "alias bomb"?)` };
+  }
 
   keepEnvScalarsAsWritten(doc);
   try {

@@ -2,7 +2,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { loadVassalFile } from '../config/load.js';
-import type { ConfigError } from '../config/errors.js';
+import { ConfigError } from '../config/errors.js';
+import type { Identity } from '../process/identity.js';
+import { resolveIdentity, type IdentityPolicy } from './identity.js';
 import type { VassalSpec } from '../config/spec.js';
 import type { Logger } from '../log/logger.js';
 import { Guardian } from '../process/guardian.js';
@@ -32,6 +34,8 @@ export interface EmperorOptions {
   readonly hostname?: string;
   /** Consul agent, handed to vassals as CONSUL_HTTP_ADDR so apps can use the helpers. */
   readonly consulAddress?: string | undefined;
+  /** Tyrant mode and user switching (default: no tyrant; root-ness from the process). */
+  readonly identity?: Partial<IdentityPolicy>;
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -58,6 +62,8 @@ interface Entry {
   fileError: ConfigError | undefined;
   /** The file is gone; the entry disappears once its vassal has stopped. */
   removed: boolean;
+  /** Bumped by every file event, so only the latest one's async work is applied. */
+  seq: number;
 }
 
 export class ControlError extends Error {
@@ -92,9 +98,17 @@ export class Emperor {
   /** Registrations this emperor asked for, by vassal name (the key used, for removal). */
   private readonly registered = new Map<string, RegistrationKey>();
   private readonly hostname: string;
+  private readonly policy: IdentityPolicy;
+  /** Who each spec runs as, decided before the spec reaches its vassal. */
+  private readonly identities = new WeakMap<VassalSpec, Identity>();
 
   constructor(private readonly opts: EmperorOptions) {
     this.hostname = opts.hostname ?? os.hostname();
+    this.policy = {
+      isRoot: opts.identity?.isRoot ?? process.getuid?.() === 0,
+      tyrant: opts.identity?.tyrant ?? false,
+      tyrantAllowRoot: opts.identity?.tyrantAllowRoot ?? false,
+    };
     this.watcher = new VassalDirWatcher(opts.vassalsDir, opts);
     this.records = new PidRecords(path.join(opts.stateDir, 'pids'));
     this.watcher.on('upsert', (file, verdict) => this.onUpsert(file, verdict));
@@ -147,22 +161,42 @@ export class Emperor {
     }
     this.conflicts.delete(file);
     if (!entry) {
-      entry = { name, file, vassal: undefined, fileError: undefined, removed: false };
+      entry = { name, file, vassal: undefined, fileError: undefined, removed: false, seq: 0 };
       this.entries.set(name, entry);
     }
     entry.file = file;
     const wasRemoved = entry.removed;
     entry.removed = false;
 
+    const seq = ++entry.seq;
     if (!verdict.ok) {
-      entry.fileError = verdict.error;
-      const keeps = entry.vassal && !wasRemoved ? '; the running version keeps running until the file is fixed' : '';
-      this.log.error(`invalid vassal file: ${verdict.error.message}${keeps}`, { vassal: name, event: 'invalid' });
+      this.markInvalid(entry, verdict.error, wasRemoved);
       return;
     }
+    // Who it runs as may need the file's owner and the account database: decide that first.
+    const spec = verdict.spec;
+    const current = entry;
+    void resolveIdentity(spec, this.policy).then((iv) => {
+      if (current.seq !== seq || this.shuttingDown) return; // a newer event for this file won
+      if (!iv.ok) {
+        this.markInvalid(current, new ConfigError(file, iv.problem), wasRemoved);
+        return;
+      }
+      if (iv.identity) this.identities.set(spec, iv.identity);
+      this.apply(current, spec, wasRemoved);
+    });
+  }
+
+  private markInvalid(entry: Entry, error: ConfigError, wasRemoved: boolean): void {
+    entry.fileError = error;
+    const keeps = entry.vassal && !wasRemoved ? '; the running version keeps running until the file is fixed' : '';
+    this.log.error(`invalid vassal file: ${error.message}${keeps}`, { vassal: entry.name, event: 'invalid' });
+  }
+
+  private apply(entry: Entry, spec: VassalSpec, wasRemoved: boolean): void {
+    const { name, file } = entry;
     const hadError = entry.fileError !== undefined;
     entry.fileError = undefined;
-    const spec = verdict.spec;
     if (!entry.vassal) {
       this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
       entry.vassal = this.createVassal(spec);
@@ -183,6 +217,7 @@ export class Emperor {
     const entry = this.entries.get(name);
     if (!entry || entry.file !== file) return;
     entry.removed = true;
+    entry.seq++; // an identity lookup still running for an earlier upsert must not revive it
     if (!entry.vassal) {
       this.entries.delete(name);
       return;
@@ -204,6 +239,7 @@ export class Emperor {
       guardian: this.guardian,
       records: this.records,
       beforeStop: (v) => this.deregister(v.name),
+      identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
         ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
         ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(this.hostname, s.name) } : {}),
@@ -344,6 +380,12 @@ export class Emperor {
       entry.fileError = verdict.error;
       throw new ControlError(`not reloaded, the running version keeps running: ${verdict.error.message}`, 409);
     }
+    const iv = await resolveIdentity(verdict.spec, this.policy);
+    if (!iv.ok) {
+      entry.fileError = new ConfigError(entry.file, iv.problem);
+      throw new ControlError(`not reloaded, the running version keeps running: ${entry.fileError.message}`, 409);
+    }
+    if (iv.identity) this.identities.set(verdict.spec, iv.identity);
     entry.fileError = undefined;
     return verdict.spec;
   }

@@ -8,3 +8,4 @@ export { PidRecords, type PidRecord, type StoredRecord, type LeftoverReport } fr
 export { readStat, readStatSync, listPids, liveGroupMembers, type ProcStat } from './procfs.js';
 export { setprivPath } from './launch.js';
 export { MAX_LINE } from './lines.js';
+export { identityArgs, identityEnv, type Identity } from './identity.js';

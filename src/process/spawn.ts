@@ -7,6 +7,7 @@ import { GroupProbe, signalGroup } from './group.js';
 import { launchProblem, setprivPath } from './launch.js';
 import { LineSplitter } from './lines.js';
 import { readStatSync } from './procfs.js';
+import { identityArgs } from './identity.js';
 import type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -83,7 +84,13 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   // setpriv execs the app after prctl(PR_SET_PDEATHSIG), so the pid we get is the app's and
   // the kernel SIGKILLs it if the emperor dies without a chance to clean up.
   const setpriv = setprivPath();
-  const argv = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', '--', ...req.argv];
+  if (req.identity && setpriv === undefined) {
+    if (sink) sink.destroy();
+    else fs.closeSync(fd);
+    return notStarted('cannot switch to another user: util-linux setpriv is not installed');
+  }
+  const who = req.identity ? identityArgs(req.identity) : [];
+  const argv = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
   const [file = '', ...args] = argv;
   const options = {
     cwd: req.cwd,

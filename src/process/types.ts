@@ -1,3 +1,4 @@
+import type { Identity } from './identity.js';
 // Contract between the vassal state machine and the process layer.
 
 export interface ExitInfo {
@@ -21,6 +22,8 @@ export interface SpawnRequest {
   readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Open a pipe as the child's fd 3 for readiness notification (the caller sets NOTIFY_FD=3). */
   readonly notify?: boolean;
+  /** Run as this user (needs root and util-linux setpriv). */
+  readonly identity?: Identity | undefined;
 }
 
 export interface VassalProcess {

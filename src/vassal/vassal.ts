@@ -11,6 +11,7 @@ import type { Logger } from '../log/logger.js';
 import { spawnVassal } from '../process/spawn.js';
 import { reapGroupAfterExit, stopGroup } from '../process/stop.js';
 import type { ExitInfo, VassalProcess } from '../process/types.js';
+import { identityEnv, type Identity } from '../process/identity.js';
 import { isLegal, SETTLED, type VassalEvent, type VassalState } from './states.js';
 
 /** What a vassal needs from its emperor; injected so a vassal can be driven in isolation. */
@@ -33,6 +34,8 @@ export interface VassalContext {
    * deregisters here, so the registry stops pointing at the app before the app stops serving.
    */
   readonly beforeStop?: (v: Vassal) => Promise<void>;
+  /** Who a spec runs as (tyrant mode, user:/group:); undefined = as the emperor. */
+  readonly identityFor?: (spec: VassalSpec) => Identity | undefined;
   /** Environment the emperor adds for a spec (CONSUL_HTTP_ADDR, EMPEROR_SERVICE_ID). */
   readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
 }
@@ -282,9 +285,11 @@ export class Vassal extends EventEmitter {
   private spawnNow(gen: number): void {
     const spec = this._spec;
     const notify = spec.start.ready.kind === 'notify';
+    const identity = this.ctx.identityFor?.(spec);
     // The file's own env wins over what the emperor adds: a vassal may point at another agent.
     const env: Record<string, string> = {
       ...this.ctx.baseEnv,
+      ...(identity ? identityEnv(identity) : {}),
       ...this.ctx.extraEnv?.(spec),
       ...spec.env,
       EMPEROR_VASSAL: spec.name,
@@ -292,6 +297,7 @@ export class Vassal extends EventEmitter {
     };
     const proc = spawnVassal({
       notify,
+      identity,
       name: spec.name,
       argv: spec.argv,
       cwd: spec.cwd,
@@ -315,7 +321,7 @@ export class Vassal extends EventEmitter {
     this.readyAt = null;
     const abort = new AbortController();
     this.readyAbort = abort;
-    waitReady(this.resolveReady(spec), { cwd: spec.cwd, env, signal: abort.signal, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
+    waitReady(this.resolveReady(spec), { cwd: spec.cwd, env, identity, signal: abort.signal, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
       () => this.onReady(gen),
       (err: unknown) => {
         if (!abort.signal.aborted) this.onReadyFailed(gen, err instanceof Error ? err.message : String(err));
@@ -354,9 +360,10 @@ export class Vassal extends EventEmitter {
 
   private startChecks(): void {
     const spec = this._spec;
-    const env: Record<string, string> = { ...this.ctx.baseEnv, ...spec.env, EMPEROR_VASSAL: spec.name };
+    const identity = this.ctx.identityFor?.(spec);
+    const env: Record<string, string> = { ...this.ctx.baseEnv, ...(identity ? identityEnv(identity) : {}), ...spec.env, EMPEROR_VASSAL: spec.name };
     this.criticalStreak = 0;
-    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env })));
+    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env, identity })));
     this.health = worstStatus(this.checks.map((c) => c.state().status));
     for (const check of this.checks) {
       check.on('change', (st: CheckState, previous: CheckStatus) => {

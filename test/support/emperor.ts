@@ -32,9 +32,9 @@ export async function makeWorkspace(prefix = 'emperor-test-'): Promise<{ root: s
 }
 
 /** Run the real CLI (bin/emperor) and collect its output. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, as?: { uid: number; gid: number }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [binEmperor, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [binEmperor, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -76,13 +76,15 @@ export class EmperorUnderTest extends EventEmitter {
     ws: { root: string; vassals: string; state: string; logs: string },
     extraArgs: string[] = [],
     env: NodeJS.ProcessEnv = process.env,
+    as?: { uid: number; gid: number },
   ): Promise<EmperorUnderTest> {
     const child = spawn(
       process.execPath,
       [binEmperor, '--vassals', ws.vassals, '--state-dir', ws.state, '--logs-dir', ws.logs, '--log-format', 'json', ...extraArgs],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+      { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) },
     );
     const emp = new EmperorUnderTest(child, ws);
+    emp.as = as;
     running.add(emp);
     void emp.exited.then(() => running.delete(emp));
     await emp.waitFor((e) => e.event === 'started', 'emperor started', 0, 20000);
@@ -157,8 +159,11 @@ export class EmperorUnderTest extends EventEmitter {
   }
 
   cli(args: string[]): Promise<CliResult> {
-    return runCli([...args, '--state-dir', this.ws.state]);
+    return runCli([...args, '--state-dir', this.ws.state], process.env, this.as);
   }
+
+  /** The user the emperor runs as (tests of non-root emperors). */
+  as: { uid: number; gid: number } | undefined;
 
   async writeVassal(file: string, content: string | object): Promise<string> {
     const p = path.join(this.ws.vassals, file);

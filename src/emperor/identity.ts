@@ -1,0 +1,67 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { VassalSpec } from '../config/spec.js';
+import type { Identity } from '../process/identity.js';
+import { lookupGroup, lookupUser } from './accounts.js';
+
+export interface IdentityPolicy {
+  /** The emperor runs as root, so it can switch users at all. */
+  readonly isRoot: boolean;
+  /** uWSGI's tyrant mode: every vassal runs as the owner of its file. */
+  readonly tyrant: boolean;
+  /** In tyrant mode, accept root-owned vassal files (which then run as root, or as user:/group:). */
+  readonly tyrantAllowRoot: boolean;
+}
+
+export type IdentityVerdict = { ok: true; identity: Identity | undefined } | { ok: false; problem: string };
+
+const refuse = (problem: string): IdentityVerdict => ({ ok: false, problem });
+
+/** user:/group: of a file → uid/gid (group defaults to the user's primary group). */
+async function fromFields(spec: VassalSpec): Promise<IdentityVerdict> {
+  if (spec.user === null && spec.group === null) return { ok: true, identity: undefined };
+  const user = spec.user === null ? undefined : await lookupUser(spec.user);
+  if (spec.user !== null && !user) return refuse(`user: no such user "${spec.user}"`);
+  let gid = user?.gid ?? 0;
+  if (spec.group !== null) {
+    const group = await lookupGroup(spec.group);
+    if (!group) return refuse(`group: no such group "${spec.group}"`);
+    gid = group.gid;
+  }
+  return { ok: true, identity: { uid: user?.uid ?? 0, gid, user: user?.name ?? 'root', home: user?.home ?? null } };
+}
+
+/**
+ * Who a vassal runs as. Without root nobody can be switched to, so user:/group: are refused
+ * rather than silently ignored. In tyrant mode the file's owner decides, and files anyone could
+ * have written (world-writable, or in a world-writable directory without the sticky bit) are
+ * refused: they would let any local user run code as the file's owner.
+ */
+export async function resolveIdentity(spec: VassalSpec, policy: IdentityPolicy): Promise<IdentityVerdict> {
+  if (!policy.isRoot) {
+    if (spec.user !== null || spec.group !== null) {
+      return refuse(`${spec.user !== null ? 'user' : 'group'}: only an emperor running as root can switch users; remove it, or run the emperor as root`);
+    }
+    return { ok: true, identity: undefined };
+  }
+  if (!policy.tyrant) return fromFields(spec);
+
+  const lst = await fs.lstat(spec.file).catch(() => undefined);
+  if (!lst) return refuse('file vanished while checking its owner');
+  if (lst.isSymbolicLink()) return refuse('tyrant mode refuses symbolic links: the owner of the link and of its target may differ');
+  if (lst.mode & 0o002) return refuse(`tyrant mode refuses world-writable files (mode ${(lst.mode & 0o7777).toString(8)}); chmod o-w it`);
+  const dir = await fs.stat(path.dirname(spec.file)).catch(() => undefined);
+  if (dir && dir.mode & 0o002 && !(dir.mode & 0o1000)) {
+    return refuse(`tyrant mode refuses files in a world-writable directory without the sticky bit (${path.dirname(spec.file)}); chmod o-w or +t it`);
+  }
+  if (lst.uid === 0) {
+    if (!policy.tyrantAllowRoot) return refuse('owned by root; tyrant mode runs vassals as their file owner and refuses root-owned files unless --tyrant-allow-root');
+    // root's own files may name whom to run as, as in plain root mode.
+    return fromFields(spec);
+  }
+  if (spec.user !== null || spec.group !== null) {
+    return refuse('tyrant mode runs a vassal as its file owner; only root-owned files may set user/group');
+  }
+  const owner = await lookupUser(lst.uid);
+  return { ok: true, identity: { uid: lst.uid, gid: lst.gid, user: owner?.name ?? null, home: owner?.home ?? null } };
+}
