@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import { watch, type FSWatcher } from 'node:fs';
 import { classifyVassalFile } from '../config/names.js';
 import { parseVassal } from '../config/load.js';
 import type { ConfigError } from '../config/errors.js';
@@ -32,6 +32,8 @@ export interface WatcherOptions {
   readonly invalidGraceMs: number;
   /** Full rescan period: repairs anything the watcher missed (overflowed inotify queue, NFS...). */
   readonly rescanMs: number;
+  /** A rescan also runs this long after a burst of events goes quiet (default 300 ms). */
+  readonly burstRescanMs?: number;
   /**
    * false = no inotify at all, rescans only (like the uWSGI Emperor's polling): for network
    * filesystems where change events never arrive.
@@ -50,8 +52,8 @@ const sigOf = (st: { ino: number; size: number; mtimeMs: number; ctimeMs: number
   `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
 /**
- * Turns a directory into a stream of settled vassal-file events. Only this module knows about
- * chokidar; everything downstream sees "this file now says X" or "this file is gone".
+ * Turns a directory into a stream of settled vassal-file events. Only this module knows how
+ * changes are noticed; everything downstream sees "this file now says X" or "this file is gone".
  */
 export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   private readonly known = new Map<string, Known>();
@@ -60,8 +62,9 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   /** Files being read now; an event meanwhile re-schedules them after the read. */
   private readonly busy = new Set<string>();
   private readonly dirty = new Set<string>();
-  private chokidar: FSWatcher | undefined;
+  private fsWatcher: FSWatcher | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
+  private burstTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
@@ -73,35 +76,50 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
 
   /** Starts watching, then reports every vassal file already present. */
   async start(): Promise<void> {
-    const dir = this.dir;
-    if (this.opts.useEvents === false) {
-      await this.rescan(true);
-      this.scheduleRescan();
-      return;
-    }
-    this.chokidar = watch(dir, {
-      depth: 0,
-      ignoreInitial: true,
-      // Our own settling replaces awaitWriteFinish, whose size polling costs seconds of latency.
-      awaitWriteFinish: false,
-      ignored: (p: string) => p !== dir && path.dirname(p) === dir && classifyVassalFile(path.basename(p)).kind === 'ignored',
-    });
-    const onPath = (p: string): void => {
-      if (path.dirname(p) === dir) this.touch(p);
-    };
-    this.chokidar.on('add', onPath).on('change', onPath).on('unlink', onPath);
-    this.chokidar.on('error', (err) => this.emit('error', err instanceof Error ? err : new Error(String(err))));
-    await new Promise<void>((resolve) => this.chokidar!.once('ready', () => resolve()));
+    if (this.opts.useEvents !== false) this.watchDir();
     await this.rescan(true);
     this.scheduleRescan();
+  }
+
+  /**
+   * One inotify watch on the (flat) directory; the kernel names the file in every event. This
+   * replaced chokidar, which re-reads the whole directory per event under a 1 s throttle that
+   * drops the events arriving meanwhile: a burst of 1,000 dropped files lost hundreds of them
+   * until the next rescan (chokidar issues #685, #1276).
+   */
+  private watchDir(): void {
+    try {
+      this.fsWatcher = watch(this.dir, { persistent: true }, (_event, filename) => {
+        // No name means the kernel queue overflowed or the platform could not say: rescan.
+        if (filename) {
+          const name = filename.toString();
+          if (classifyVassalFile(name).kind !== 'ignored') this.touch(path.join(this.dir, name));
+        }
+        this.scheduleBurstRescan();
+      });
+      this.fsWatcher.on('error', (err) => {
+        this.emit('error', new Error(`watching ${this.dir} failed (${err.message}); relying on rescans until it can be watched again`));
+        this.fsWatcher?.close();
+        this.fsWatcher = undefined;
+      });
+    } catch (err) {
+      this.emit('error', new Error(`cannot watch ${this.dir} (${(err as Error).message}); relying on rescans`));
+    }
+  }
+
+  /** Belt and braces: compare with the directory once a burst of events has gone quiet. */
+  private scheduleBurstRescan(): void {
+    clearTimeout(this.burstTimer);
+    this.burstTimer = setTimeout(() => void this.rescan(), this.opts.burstRescanMs ?? 300);
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.rescanTimer);
+    clearTimeout(this.burstTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    await this.chokidar?.close();
+    this.fsWatcher?.close();
   }
 
   /** Names the directory holds now, for a reload-all. */
@@ -120,6 +138,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
    * that a watcher could have told us about.
    */
   async rescan(initial = false): Promise<void> {
+    if (this.closed) return;
     let names: string[];
     try {
       names = await fs.readdir(this.dir);
@@ -146,6 +165,8 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   private scheduleRescan(): void {
     if (this.closed) return;
     this.rescanTimer = setTimeout(() => {
+      // A watch lost to an error (directory replaced, say) is retried at every rescan.
+      if (this.opts.useEvents !== false && !this.fsWatcher) this.watchDir();
       void this.rescan().finally(() => this.scheduleRescan());
     }, this.opts.rescanMs);
   }
