@@ -13,7 +13,7 @@ import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
 import { inheritableEnv } from './env.js';
-import type { Registrar } from '../registrar/registrar.js';
+import type { Registrar, RegistryStatus } from '../registrar/registrar.js';
 import type { RegistrationKey } from '../registrar/types.js';
 import type { CheckStatus } from '../config/spec.js';
 import { defaultServiceId, registrationFor, registrationKey } from './registration.js';
@@ -53,6 +53,8 @@ export interface EmperorStatus {
   readonly logsDir: string;
   readonly startedAt: number;
   readonly vassals: VassalStatus[];
+  /** One entry per configured registry (empty without any). */
+  readonly registries: RegistryStatus[];
 }
 
 interface Entry {
@@ -303,6 +305,7 @@ export class Emperor {
       logsDir: this.opts.logsDir,
       startedAt: this.startedAt,
       vassals,
+      registries: this.opts.registrar?.status() ?? [],
     };
   }
 

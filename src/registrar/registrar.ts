@@ -1,5 +1,13 @@
 import type { Change, Observed, Registration, RegistrationKey, RegistryAdapter } from './types.js';
 
+export interface RegistryStatus {
+  readonly registry: string;
+  readonly description: string;
+  /** False while the last attempt failed (retrying). */
+  readonly up: boolean;
+  readonly stats: Readonly<Record<string, number>>;
+}
+
 export type RegistrarLog = (level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 export interface RegistrarOptions {
@@ -296,8 +304,8 @@ export class Registrar {
     await Promise.all(this.syncs.map((s) => s.compare()));
   }
 
-  status(): Array<{ registry: string; description: string; up: boolean }> {
-    return this.syncs.map((s) => ({ registry: s.adapter.kind, description: s.adapter.description, up: !s.isDown }));
+  status(): RegistryStatus[] {
+    return this.syncs.map((s) => ({ registry: s.adapter.kind, description: s.adapter.description, up: !s.isDown, stats: s.adapter.stats?.() ?? {} }));
   }
 
   async close(): Promise<void> {

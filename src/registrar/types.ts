@@ -67,4 +67,6 @@ export interface RegistryAdapter {
   onReset(listener: () => void): void;
   /** Release connections; must not deregister (the registrar does that first). */
   close(): Promise<void>;
+  /** Counters for status and benchmarks (round trips, heartbeats...). */
+  stats?(): Readonly<Record<string, number>>;
 }

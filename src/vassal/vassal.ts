@@ -4,7 +4,7 @@ import type { CheckStatus, ReadySpec, VassalSpec } from '../config/spec.js';
 import { worstStatus } from '../checks/aggregate.js';
 import { waitReady } from '../checks/ready.js';
 import { CheckRunner } from '../checks/runner.js';
-import type { CheckState } from '../checks/state.js';
+import type { CheckState, ResultInfo } from '../checks/state.js';
 import { TtlCheck } from '../checks/ttl.js';
 import { formatDuration } from '../config/duration.js';
 import type { Logger } from '../log/logger.js';
@@ -64,7 +64,8 @@ export interface VassalSnapshot {
   readonly nextStartAt: number | null;
   /** Worst of the checks while running (passing without checks); null when not running. */
   readonly health: CheckStatus | null;
-  readonly checks: CheckState[];
+  /** resultLagMs: last result time minus its scheduled time (scheduling delay + run time). */
+  readonly checks: Array<CheckState & { readonly resultLagMs: number | null }>;
   /** ms from spawn to ready of the current process. */
   readonly readyAfterMs: number | null;
 }
@@ -109,6 +110,7 @@ export class Vassal extends EventEmitter {
   private readyAbort: AbortController | undefined;
   private readyAt: number | null = null;
   private checks: Check[] = [];
+  private readonly resultLag = new WeakMap<Check, number>();
   private health: CheckStatus | null = null;
   /** Consecutive check results with a critical aggregate, for on_critical.restart_after. */
   private criticalStreak = 0;
@@ -149,7 +151,7 @@ export class Vassal extends EventEmitter {
       stateSince: this.stateSince,
       nextStartAt: this.nextStartAt,
       health: this._state === 'running' ? this.health : null,
-      checks: this._state === 'running' ? this.checks.map((c) => c.state()) : [],
+      checks: this._state === 'running' ? this.checks.map((c) => ({ ...c.state(), resultLagMs: this.resultLag.get(c) ?? null })) : [],
       readyAfterMs: this.readyAt === null ? null : this.readyAt - this.spawnedAt,
     };
   }
@@ -375,7 +377,10 @@ export class Vassal extends EventEmitter {
         });
         this.updateHealth();
       });
-      check.on('result', () => this.onCheckResult());
+      check.on('result', (_st: CheckState, info: ResultInfo) => {
+        this.resultLag.set(check, info.lagMs + info.durationMs);
+        this.onCheckResult();
+      });
       check.start();
     }
   }

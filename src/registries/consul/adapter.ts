@@ -153,6 +153,10 @@ export class ConsulAdapter implements RegistryAdapter {
   /** Heartbeats the agent accepted (tests, benchmarks). */
   heartbeatsSent = 0;
 
+  stats(): Readonly<Record<string, number>> {
+    return { heartbeatsSent: this.heartbeatsSent };
+  }
+
   private readonly client: ConsulClient;
   private readonly emperorId: string;
   private readonly log: ConsulLog;

@@ -78,6 +78,10 @@ export class EtcdAdapter implements RegistryAdapter {
   /** etcd requests issued (txns, lease grants/revokes, snapshot reads), for the benchmark. */
   roundTrips = 0;
 
+  stats(): Readonly<Record<string, number>> {
+    return { roundTrips: this.roundTrips };
+  }
+
   private readonly docs: DocumentCache;
   private readonly opts: typeof DEFAULTS;
   private readonly listeners: Array<() => void> = [];
