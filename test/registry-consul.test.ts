@@ -235,16 +235,20 @@ describe('Consul and etcd together', () => {
     try {
       const ws = await makeWorkspace();
       const envDump = path.join(ws.root, 'env.json');
-      const emp = await EmperorUnderTest.start(ws, ['--consul-agent', consul.address], { ...process.env, CONSUL_HTTP_TOKEN: token });
+      const metricsPort = await freePort();
+      const emp = await EmperorUnderTest.start(ws, ['--consul-agent', consul.address, '--metrics', `127.0.0.1:${metricsPort}`], { ...process.env, CONSUL_HTTP_TOKEN: token });
       const port = await freePort();
       await emp.writeVassal('secretive.yaml', vassal(port, {}, { ENV_DUMP: envDump }));
       await emp.waitEvent('secretive', 'ready');
       await waitFor(() => consul.services().some((s) => s.ID === serviceId('secretive')), 'registered with the token');
       assert.ok(consul.requests.filter((r) => r.path.startsWith('/v1/agent/service/register')).every((r) => r.headers['x-consul-token'] === token));
       const status = await emp.cli(['status', '--json']);
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      assert.match(metrics, /emperor_vassal_up\{vassal="secretive"\} 1/);
       const childEnv = await fs.readFile(envDump, 'utf8');
+      const childArgv = await fs.readFile(`/proc/${(await emp.vassal('secretive')).pid}/cmdline`, 'utf8');
       await emp.stop();
-      const everything = [JSON.stringify(emp.entries), emp.stderr, status.stdout, childEnv].join('\n');
+      const everything = [JSON.stringify(emp.entries), emp.stderr, status.stdout, metrics, childEnv, childArgv].join('\n');
       assert.ok(!everything.includes(token), 'the token leaked');
     } finally {
       await consul.stop();
