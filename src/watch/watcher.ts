@@ -113,13 +113,14 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     this.burstTimer = setTimeout(() => void this.rescan(), this.opts.burstRescanMs ?? 300);
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.rescanTimer);
     clearTimeout(this.burstTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     this.fsWatcher?.close();
+    return Promise.resolve();
   }
 
   /** Names the directory holds now, for a reload-all. */
