@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
 import type { CheckStatus } from '../config/spec.js';
@@ -25,10 +26,92 @@ function socketAnswers(socketPath: string): Promise<boolean> {
   });
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  if (res.headersSent || res.destroyed) return;
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** A request answered with a 4xx: the message is for the client, nothing is logged. */
+class BadRequest extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: http.OutgoingHttpHeaders = {},
+  ) {
+    super(message);
+  }
+}
+
+const SHOWN_CHARS = 200;
+/** Client-supplied text echoed in an error: cut short (it is JSON-encoded in the body anyway). */
+const shown = (text: string): string => (text.length > SHOWN_CHARS ? `${text.slice(0, SHOWN_CHARS - 1)}…` : text);
+
+function allow(method: string, ...allowed: string[]): void {
+  if (!allowed.includes(method)) throw new BadRequest(405, `method ${shown(method)} not allowed here: use ${allowed.join(' or ')}`, { allow: allowed.join(', ') });
+}
+
+/** Longest vassal name worth looking up: a file name (NAME_MAX) minus the shortest extension. */
+const MAX_LOOKUP_NAME = 250;
+
+/**
+ * A vassal name from the path. Names come from file names, so one with "/" or NUL (from %2F or
+ * %00) or longer than a file name can be is refused as malformed; anything else is looked up,
+ * and an unknown one is a 404 (files with invalid names still appear in status as "invalid").
+ */
+function vassalName(segment: string): string {
+  // eslint-disable-next-line no-control-regex -- NUL is exactly what is refused
+  if (segment.length > MAX_LOOKUP_NAME || /[/\u0000]/.test(segment)) {
+    throw new BadRequest(400, `invalid vassal name "${shown(segment)}": a vassal name is a file name without its extension, with no "/"`);
+  }
+  return segment;
+}
+
+const TTL_CHECK_NAME_MAX = 256;
+
+/** How long a refused connection goes on reading (and discarding) before it is closed. */
+const LINGER_MS = 2000;
+const lingering = new WeakSet<Duplex>();
+
+/**
+ * Closes a connection whose client may still be sending (a refused body, bytes Node could not
+ * parse): the answer goes out, whatever still arrives is read and thrown away for a moment, then
+ * the socket is closed. Closing at once with unread bytes resets the connection, and the client
+ * loses the answer it was about to read.
+ */
+function lingeringClose(socket: Duplex, last?: string): void {
+  if (lingering.has(socket)) return;
+  lingering.add(socket);
+  if (last === undefined) socket.end();
+  else socket.end(last);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('end', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/**
+ * Node's HTTP parser rejects what is not HTTP (and oversized headers, and requests that take
+ * too long) before any handler runs; answer those in JSON too, and close the connection.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (lingering.has(socket)) return; // already answered; later bytes fail to parse too
+  // A response already under way on this connection (pipelining) must not get bytes spliced in.
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'request headers too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'request not received in time']
+        : [400, 'Bad Request', `malformed HTTP request (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify({ error: message });
+  lingeringClose(socket, `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 /**
@@ -41,17 +124,24 @@ export async function startControlServer(emperor: Emperor, socketPath: string, l
   }
   await fs.rm(socketPath, { force: true });
 
-  const server = http.createServer((req, res) => {
+  // Slow or stuck clients must not pile up: bound how long a request may take to arrive, and
+  // check those bounds every second (Node's default is every 30 s).
+  // No Host header needed: this is a unix socket, and Host names nothing here.
+  const server = http.createServer({ connectionsCheckingInterval: 1000, requireHostHeader: false }, (req, res) => {
     handle(emperor, req, res).catch((err: unknown) => {
+      if (err instanceof BadRequest) {
+        send(res, err.status, { error: err.message }, err.headers);
+        return;
+      }
       logger.error(`control API error: ${String(err)}`, { event: 'api-error' });
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
       else res.destroy();
     });
   });
-  // Slow or stuck clients must not pile up: bound how long a request may take to arrive.
   server.headersTimeout = 5000;
   server.requestTimeout = 10000;
   server.maxHeadersCount = 50;
+  server.on('clientError', clientError);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -73,44 +163,71 @@ export async function startControlServer(emperor: Emperor, socketPath: string, l
   };
 }
 
-async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  // Requests carry no body; refuse one rather than buffer it.
-  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding']) {
-    req.resume();
-    return send(res, 413, { error: 'request bodies are not accepted' });
-  }
-  const url = new URL(req.url ?? '/', 'http://emperor');
-  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+/** Path segments, percent-decoded; malformed targets and escapes are the client's error. */
+function parseTarget(rawUrl: string): { url: URL; parts: string[] } {
+  let url: URL;
   try {
-    if (parts[0] !== 'v1') return send(res, 404, { error: `no such endpoint: ${url.pathname}` });
+    url = new URL(rawUrl, 'http://emperor');
+  } catch {
+    throw new BadRequest(400, `malformed request target "${shown(rawUrl)}"`);
+  }
+  const parts: string[] = [];
+  for (const segment of url.pathname.split('/')) {
+    if (segment === '') continue;
+    try {
+      parts.push(decodeURIComponent(segment));
+    } catch {
+      throw new BadRequest(400, `malformed percent-encoding in the path: "${shown(segment)}"`);
+    }
+  }
+  return { url, parts };
+}
+
+async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  // Requests carry no body (JSON or otherwise): refuse one rather than read it, and close the
+  // connection once answered so the rest of a large body is never read.
+  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) {
+    // Node closes a "Connection: close" response's socket once it is written: make that a
+    // lingering close, so a client still sending its body gets to read the 413.
+    const socket = req.socket;
+    socket.destroySoon = () => lingeringClose(socket);
+    return send(res, 413, { error: 'request bodies are not accepted: every request is a bare GET or POST, parameters go in the URL' }, { connection: 'close' });
+  }
+  const { url, parts } = parseTarget(req.url ?? '/');
+  const method = req.method ?? '';
+  const notFound = (): void => send(res, 404, { error: `no such endpoint: ${shown(url.pathname)}` });
+  try {
+    if (parts[0] !== 'v1') return notFound();
     if (parts.length === 2 && parts[1] === 'status') {
-      if (req.method !== 'GET') return send(res, 405, { error: 'use GET' });
+      allow(method, 'GET');
       return send(res, 200, emperor.status());
     }
     if (parts.length === 2 && parts[1] === 'reload') {
-      if (req.method !== 'POST') return send(res, 405, { error: 'use POST' });
+      allow(method, 'POST');
       await emperor.reloadAll();
       return send(res, 200, emperor.status());
     }
     if (parts[1] === 'vassals' && parts.length === 3 && parts[2]) {
-      if (req.method !== 'GET') return send(res, 405, { error: 'use GET' });
-      return send(res, 200, emperor.vassalStatus(parts[2]));
+      allow(method, 'GET');
+      return send(res, 200, emperor.vassalStatus(vassalName(parts[2])));
     }
     // POST /v1/vassals/NAME/check/{pass,warn,fail}?check=CHECK&note=TEXT — a ttl check report.
     if (parts[1] === 'vassals' && parts.length === 5 && parts[2] && parts[3] === 'check' && parts[4]) {
-      if (req.method !== 'POST') return send(res, 405, { error: 'use POST' });
+      allow(method, 'POST');
       const status = TTL_VERBS[parts[4]];
-      if (!status) return send(res, 404, { error: `unknown check result "${parts[4]}" (expected pass, warn or fail)` });
+      if (!status) return send(res, 404, { error: `unknown check result "${shown(parts[4])}" (expected pass, warn or fail)` });
       const note = url.searchParams.get('note') ?? undefined;
       if (note !== undefined && note.length > 4096) return send(res, 400, { error: 'note: at most 4096 characters' });
-      return send(res, 200, emperor.pushCheck(parts[2], url.searchParams.get('check') ?? undefined, status, note));
+      const check = url.searchParams.get('check') ?? undefined;
+      if (check !== undefined && check.length > TTL_CHECK_NAME_MAX) return send(res, 400, { error: `check: at most ${TTL_CHECK_NAME_MAX} characters` });
+      return send(res, 200, emperor.pushCheck(vassalName(parts[2]), check, status, note));
     }
     if (parts[1] === 'vassals' && parts.length === 4 && parts[2] && parts[3]) {
-      if (req.method !== 'POST') return send(res, 405, { error: 'use POST' });
-      if (!ACTIONS.has(parts[3])) return send(res, 404, { error: `unknown action "${parts[3]}" (expected start, stop, restart or reload)` });
-      return send(res, 200, await emperor.control(parts[2], parts[3] as Action));
+      allow(method, 'POST');
+      if (!ACTIONS.has(parts[3])) return send(res, 404, { error: `unknown action "${shown(parts[3])}" (expected start, stop, restart or reload)` });
+      return send(res, 200, await emperor.control(vassalName(parts[2]), parts[3] as Action));
     }
-    return send(res, 404, { error: `no such endpoint: ${url.pathname}` });
+    return notFound();
   } catch (err) {
     if (err instanceof ControlError) return send(res, err.status, { error: err.message });
     throw err;

@@ -103,7 +103,7 @@ export function atPosition(text: string, offset: number): string {
 function cleanMessage(message: string): string {
   return message
     .replace(/\s*in JSON at position \d+.*$/s, '')
-    .replace(/, ".*"(?:\.\.\.)? is not valid JSON$/s, '')
+    .replace(/, (?:\.\.\.)?".*"(?:\.\.\.)? is not valid JSON$/s, '')
     .replace(/^Unexpected end of JSON input$/, 'unexpected end of file');
 }
 

@@ -97,11 +97,13 @@ function keepEnvScalarsAsWritten(doc: Document.Parsed): void {
 }
 
 /** The first error (and the first warning) the composer reports; composing stops at the first error. */
-class FirstError {
+class FirstError extends Error {
   constructor(
     readonly offset: number,
-    readonly message: string,
-  ) {}
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 type ErrorSource = number | readonly [number, number] | readonly [number, number, number] | { offset: number };
@@ -129,13 +131,12 @@ function composeOne(tokens: readonly CST.Token[], length: number): { doc: Docume
     hooks.onError = (source: ErrorSource, _code: string, message: string, isWarning?: boolean): void => {
       // Some stages catch what they call and report it again through here: keep throwing the first.
       if (first !== undefined) throw first;
-      const problem = new FirstError(sourceOffset(source), message);
       if (isWarning) {
-        warning ??= problem;
+        warning ??= new FirstError(sourceOffset(source), message);
         return;
       }
-      first = problem;
-      throw problem;
+      first = new FirstError(sourceOffset(source), message);
+      throw first;
     };
   }
   const docs: Document.Parsed[] = [];
@@ -158,12 +159,19 @@ function composeOne(tokens: readonly CST.Token[], length: number): { doc: Docume
   return warning === undefined ? { doc } : { doc, warning };
 }
 
+type AliasExpansion =
+  | { kind: 'added'; values: number }
+  /** An alias inside the node its anchor names: the data would be infinitely deep. */
+  | { kind: 'cycle' }
+  /** An alias with no anchor of that name before it (toJS would throw "Unresolved alias"). */
+  | { kind: 'unknown'; alias: string; offset: number };
+
 /**
- * How many values the document's aliases add once expanded, or undefined when an alias refers
- * to a node that contains it (a cycle). Walks the document once, in source order, so each
- * alias resolves to the latest preceding node with its anchor, as YAML defines it.
+ * How many values the document's aliases add once expanded. Walks the document once, in
+ * source order, so each alias resolves to the latest preceding node with its anchor, as YAML
+ * defines it.
  */
-function aliasExpansion(doc: Document.Parsed): number | undefined {
+function aliasExpansion(doc: Document.Parsed): AliasExpansion {
   const anchors = new Map<string, unknown>();
   /** Expanded size of every node already walked completely. */
   const sizes = new Map<unknown, number>();
@@ -181,9 +189,9 @@ function aliasExpansion(doc: Document.Parsed): number | undefined {
     if (node === null || typeof node !== 'object') continue;
     if (isAlias(node)) {
       const target = anchors.get(node.source);
-      if (target === undefined) continue; // the composer already reported the unknown anchor
+      if (target === undefined) return { kind: 'unknown', alias: node.source, offset: node.range?.[0] ?? 0 };
       const size = sizes.get(target);
-      if (size === undefined) return undefined; // the target is still open: it contains this alias
+      if (size === undefined) return { kind: 'cycle' }; // the target is still open: it contains this alias
       sizes.set(node, size);
       added = Math.min(added + size, Number.MAX_SAFE_INTEGER);
       continue;
@@ -203,7 +211,7 @@ function aliasExpansion(doc: Document.Parsed): number | undefined {
     // Reversed, so that children are walked in source order.
     for (let i = children.length - 1; i >= 0; i--) stack.push({ node: children[i], exit: false });
   }
-  return added;
+  return { kind: 'added', values: added };
 }
 
 export function parseYaml(text: string): DocumentParse {
@@ -215,7 +223,16 @@ export function parseYaml(text: string): DocumentParse {
   const tooDeep = `the document is nested more than ${MAX_DEPTH} levels deep`;
   if (rawBracketDepth(text) > MAX_RAW_BRACKET_DEPTH) return { ok: false, problem: tooDeep };
 
-  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  let tokens: CST.Token[];
+  try {
+    tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  } catch (error) {
+    // The CST parser closes block collections recursively: thousands of levels opened on one
+    // line ("a: a: a: ...", "- - - ...", "? ? ? ...") and then closed by a line further out
+    // overflow the stack, before anything could count the levels.
+    if (error instanceof RangeError && /call stack/i.test(error.message)) return { ok: false, problem: `${tooDeep} (too deep to read)` };
+    throw error;
+  }
   const deep = findTooDeepToken(tokens);
   if (deep !== undefined) return { ok: false, problem: `${tooDeep}${at(deep.offset)}` };
   const second = tokens.filter((token) => token.type === 'document')[1];
@@ -232,8 +249,12 @@ export function parseYaml(text: string): DocumentParse {
 
   const expansion = aliasExpansion(doc);
   // A cycle is infinitely deep; say so the way any other over-deep document is reported.
-  if (expansion === undefined) return { ok: false, problem: `${tooDeep} (an alias refers to a node that contains it)` };
-  if (expansion > MAX_ALIAS_EXPANSION) {
+  if (expansion.kind === 'cycle') return { ok: false, problem: `${tooDeep} (an alias refers to a node that contains it)` };
+  if (expansion.kind === 'unknown') {
+    const alias = shortSource(expansion.alias).slice(1, -1);
+    return { ok: false, problem: `invalid YAML${at(expansion.offset)}: alias *${alias} has no anchor &${alias} before it` };
+  }
+  if (expansion.values > MAX_ALIAS_EXPANSION) {
     return { ok: false, problem: `the YAML's aliases expand to more than ${MAX_ALIAS_EXPANSION} values (an "alias bomb"?)` };
   }
 

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import client from 'prom-client';
 import type { EmperorStatus } from '../emperor/emperor.js';
 
@@ -113,20 +114,78 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** How long a refused connection goes on reading (and discarding) before it is closed. */
+const LINGER_MS = 2000;
+const lingering = new WeakSet<Duplex>();
+
+/** Answer, then read and discard for a moment before closing: an immediate close with unread bytes resets the connection and loses the answer. */
+function lingeringClose(socket: Duplex, last?: string): void {
+  if (lingering.has(socket)) return;
+  lingering.add(socket);
+  if (last === undefined) socket.end();
+  else socket.end(last);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('end', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/** Node's parser refused the request (not HTTP, headers too large, too slow): answer and close. */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (lingering.has(socket)) return;
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout']
+        : [400, 'Bad Request'];
+  const body = `${reason.toLowerCase()}: try GET /metrics\n`;
+  lingeringClose(socket, `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}
+
+function answer(res: http.ServerResponse, status: number, text: string, headers: http.OutgoingHttpHeaders = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) }).end(text);
+}
+
 export async function startMetricsServer(registry: client.Registry, listen: { host: string; port: number }): Promise<MetricsServer> {
-  const server = http.createServer((req, res) => {
+  // Slow clients are cut off: bounds on how long a request may take, checked every second.
+  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+    // Scrapes have no body; one is refused unread, and the connection closed.
+    if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) {
+      const socket = req.socket;
+      socket.destroySoon = () => lingeringClose(socket);
+      answer(res, 413, 'request bodies are not accepted: try GET /metrics\n', { connection: 'close' });
+      return;
+    }
     const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' || path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
+    if (path !== '/metrics') {
+      answer(res, 404, 'not found: try GET /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      answer(res, 405, 'method not allowed: try GET /metrics\n', { allow: 'GET, HEAD' });
       return;
     }
     registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${String(err)}\n`),
+      (text) => {
+        if (res.destroyed) return;
+        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
+        res.end(req.method === 'HEAD' ? undefined : text);
+      },
+      (err: unknown) => answer(res, 500, `metrics failed: ${String(err)}\n`),
     );
   });
   server.headersTimeout = 5000;
   server.requestTimeout = 10000;
+  server.maxHeadersCount = 50;
+  server.on('clientError', clientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => resolve());
