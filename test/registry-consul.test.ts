@@ -151,12 +151,27 @@ describe('Consul registration', () => {
   it('deregisters before the stop signal; a crash deregisters at once', async () => {
     const port = await freePort();
     const probeOut = path.join(ws.root, 'consul-probe');
-    await emp.writeVassal('leaving.yaml', vassal(port, {}, { PROBE_CONSUL_URL: `http://${address}`, PROBE_SERVICE_ID: serviceId('leaving'), PROBE_OUT: probeOut }));
+    const termAt = path.join(ws.root, 'consul-term-at');
+    await emp.writeVassal(
+      'leaving.yaml',
+      vassal(port, {}, { PROBE_CONSUL_URL: `http://${address}`, PROBE_SERVICE_ID: serviceId('leaving'), PROBE_OUT: probeOut, SIGTERM_AT: termAt }),
+    );
     await emp.waitEvent('leaving', 'ready');
     await waitFor(async () => (await view.services())[serviceId('leaving')] !== undefined, 'registered');
+    let deregisteredAt = 0;
+    const onDereg = (ev: { ID: string }): void => {
+      if (ev.ID === serviceId('leaving')) deregisteredAt = Date.now();
+    };
+    consul?.events.on('service-deregistered', onDereg);
     const r = await emp.cli(['stop', 'leaving']);
+    consul?.events.off('service-deregistered', onDereg);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await fs.readFile(probeOut, 'utf8'), 'absent', 'the app saw itself deregistered when SIGTERM arrived');
+    if (consul) {
+      // Causal order, default drain 0: the agent had deregistered it before the app got SIGTERM.
+      assert.ok(deregisteredAt > 0, 'deregistration observed');
+      assert.ok(deregisteredAt <= Number(await fs.readFile(termAt, 'utf8')), 'deregistered before the stop signal');
+    }
 
     await emp.cli(['start', 'leaving']);
     const again = await emp.vassal('leaving');

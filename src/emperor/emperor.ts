@@ -99,6 +99,8 @@ export class Emperor {
   private shuttingDown = false;
   /** Registrations this emperor asked for, by vassal name (the key used, for removal). */
   private readonly registered = new Map<string, RegistrationKey>();
+  /** Removals in flight, by vassal name, so every caller can await the same one. */
+  private readonly deregistering = new Map<string, Promise<void>>();
   private readonly hostname: string;
   private readonly policy: IdentityPolicy;
   /** Who each spec runs as, decided before the spec reaches its vassal. */
@@ -273,11 +275,17 @@ export class Emperor {
   }
 
   /** Deregister a vassal everywhere; bounded, so a dead registry never blocks a stop. */
-  private async deregister(name: string): Promise<void> {
+  private deregister(name: string): Promise<void> {
     const key = this.registered.get(name);
-    if (!key || !this.opts.registrar) return;
+    // Already on its way out (the state change that started a stop fires first): a stop must
+    // wait for that same removal, not find nothing to do and signal the app too early.
+    if (!key || !this.opts.registrar) return this.deregistering.get(name) ?? Promise.resolve();
     this.registered.delete(name);
-    await this.opts.registrar.remove(key);
+    const p: Promise<void> = this.opts.registrar.remove(key).finally(() => {
+      if (this.deregistering.get(name) === p) this.deregistering.delete(name);
+    });
+    this.deregistering.set(name, p);
+    return p;
   }
 
   /** Push a result to a vassal's ttl check (the app or an operator reports in). */

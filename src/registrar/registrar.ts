@@ -209,6 +209,8 @@ class AdapterSync {
   async compare(): Promise<void> {
     if (this.closed || this.busy || this.retryTimer) return;
     this.busy = true;
+    // Drift is what differs from what we believed we wrote, not from wishes still in the queue.
+    const believed = new Map(this.applied);
     let seen: Map<string, Observed>;
     try {
       seen = await this.adapter.snapshot();
@@ -226,11 +228,13 @@ class AdapterSync {
       const want = this.desired.get(id);
       if (!want) {
         // Ours but not wanted (a leftover, or a delete that was lost): remove it.
-        if (!this.deleting.has(id)) this.deleting.set(id, { key: obs.key, waiters: [] });
-        drift++;
-      } else if (this.adapter.fingerprint(want) !== obs.fingerprint) drift++;
+        if (!this.deleting.has(id)) {
+          this.deleting.set(id, { key: obs.key, waiters: [] });
+          drift++;
+        }
+      } else if (believed.get(id) !== obs.fingerprint) drift++;
     }
-    for (const id of this.desired.keys()) if (!seen.has(id)) drift++;
+    for (const id of believed.keys()) if (!seen.has(id) && this.desired.has(id)) drift++;
     this.applied = applied;
     if (drift > 0) {
       this.log('warn', `${this.adapter.description}: repairing ${drift} registration(s) that drifted`, { event: 'registry-drift', registry: this.adapter.kind, drift });
