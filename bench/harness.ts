@@ -39,6 +39,22 @@ export interface Arrival {
 
 const emperors = new Set<BenchEmperor>();
 const dirs = new Set<string>();
+/** Other things a section started (an etcd, a Consul double, a listener), disposed after the emperors. */
+const disposers = new Map<symbol, { label: string; fn: () => Promise<void> }>();
+
+/**
+ * Register something to dispose in cleanupAll() (after every emperor has stopped, so they can
+ * still deregister from it). Returns a function that disposes it now and unregisters it; calling
+ * it twice does nothing the second time.
+ */
+export function addCleanup(label: string, fn: () => Promise<void>): () => Promise<void> {
+  const key = Symbol(label);
+  disposers.set(key, { label, fn });
+  return async () => {
+    if (!disposers.delete(key)) return;
+    await fn();
+  };
+}
 
 export async function makeWorkspace(prefix = 'emperor-bench-'): Promise<Workspace> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
@@ -49,8 +65,8 @@ export async function makeWorkspace(prefix = 'emperor-bench-'): Promise<Workspac
 }
 
 /**
- * Stop every emperor still running (and check nothing of theirs survives), then delete every
- * temp directory. Returns what went wrong, empty when all is clean.
+ * Stop every emperor still running (and check nothing of theirs survives), dispose whatever was
+ * registered with addCleanup(), then delete every temp directory. Returns what went wrong, empty when all is clean.
  */
 export async function cleanupAll(): Promise<string[]> {
   const problems: string[] = [];
@@ -61,6 +77,14 @@ export async function cleanupAll(): Promise<string[]> {
       problems.push(`${emp.label}: ${(err as Error).message}`);
     }
     problems.push(...emp.leftovers);
+  }
+  for (const [key, d] of [...disposers]) {
+    disposers.delete(key);
+    try {
+      await d.fn();
+    } catch (err) {
+      problems.push(`${d.label}: ${(err as Error).message}`);
+    }
   }
   for (const dir of [...dirs]) {
     try {
@@ -87,6 +111,8 @@ export class BenchEmperor {
   /** Log lines at level warn/error (capped): anything here under plain load is suspicious. */
   readonly complaints: LogEntry[] = [];
   complaintCount = 0;
+  /** warn/error lines per event name (a section may expect some, e.g. "exited" after its own SIGKILL). */
+  readonly complaintsByEvent = new Map<string, number>();
   /** Every vassal process the emperor reported spawning: pid → /proc start time. */
   readonly vassalPids = new Map<number, string>();
   /** Problems found after the emperor exited (surviving vassals or guardian). */
@@ -162,6 +188,8 @@ export class BenchEmperor {
     }
     if (e.level === 'warn' || e.level === 'error' || e.level === 'raw') {
       this.complaintCount++;
+      const ev = e.event ?? e.level ?? '?';
+      this.complaintsByEvent.set(ev, (this.complaintsByEvent.get(ev) ?? 0) + 1);
       if (this.complaints.length < 20) this.complaints.push(e);
     }
   }

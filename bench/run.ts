@@ -7,12 +7,15 @@
 //
 // Adding a section: write bench/<name>.ts exporting a Section (see bench/types.ts) and append
 // it to SECTIONS below.
+import { checks } from './checks.js';
+import { consul } from './consul.js';
 import { core } from './core.js';
+import { etcd } from './etcd.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core];
+const SECTIONS: readonly Section[] = [core, checks, etcd, consul];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
