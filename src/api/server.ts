@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import http from 'node:http';
+import { clientErrorHandler, lingeringClose } from './hardening.js';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
 import type { CheckStatus } from '../config/spec.js';
@@ -70,49 +70,13 @@ function vassalName(segment: string): string {
 
 const TTL_CHECK_NAME_MAX = 256;
 
-/** How long a refused connection goes on reading (and discarding) before it is closed. */
-const LINGER_MS = 2000;
-const lingering = new WeakSet<Duplex>();
-
-/**
- * Closes a connection whose client may still be sending (a refused body, bytes Node could not
- * parse): the answer goes out, whatever still arrives is read and thrown away for a moment, then
- * the socket is closed. Closing at once with unread bytes resets the connection, and the client
- * loses the answer it was about to read.
- */
-function lingeringClose(socket: Duplex, last?: string): void {
-  if (lingering.has(socket)) return;
-  lingering.add(socket);
-  if (last === undefined) socket.end();
-  else socket.end(last);
-  socket.resume();
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  timer.unref();
-  socket.once('end', () => socket.destroy());
-  socket.once('close', () => clearTimeout(timer));
-}
-
-/**
- * Node's HTTP parser rejects what is not HTTP (and oversized headers, and requests that take
- * too long) before any handler runs; answer those in JSON too, and close the connection.
- */
-function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (lingering.has(socket)) return; // already answered; later bytes fail to parse too
-  // A response already under way on this connection (pipelining) must not get bytes spliced in.
-  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
-    socket.destroy();
-    return;
-  }
-  const [status, reason, message] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large', 'request headers too large']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'Request Timeout', 'request not received in time']
-        : [400, 'Bad Request', `malformed HTTP request (${err.code ?? 'parse error'})`];
-  const body = JSON.stringify({ error: message });
-  lingeringClose(socket, `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-}
+// Node's parser errors are answered in JSON like every other error of this API.
+const clientError = clientErrorHandler((status, _reason, code) => ({
+  type: 'application/json',
+  text: JSON.stringify({
+    error: status === 431 ? 'request headers too large' : status === 408 ? 'request not received in time' : `malformed HTTP request (${code ?? 'parse error'})`,
+  }),
+}));
 
 /**
  * The control API: HTTP on a unix socket that only the emperor's user can open (mode 0600 in a

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { Duplex } from 'node:stream';
+import { clientErrorHandler, lingeringClose } from '../api/hardening.js';
 import client from 'prom-client';
 import type { EmperorStatus } from '../emperor/emperor.js';
 
@@ -114,40 +114,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** How long a refused connection goes on reading (and discarding) before it is closed. */
-const LINGER_MS = 2000;
-const lingering = new WeakSet<Duplex>();
-
-/** Answer, then read and discard for a moment before closing: an immediate close with unread bytes resets the connection and loses the answer. */
-function lingeringClose(socket: Duplex, last?: string): void {
-  if (lingering.has(socket)) return;
-  lingering.add(socket);
-  if (last === undefined) socket.end();
-  else socket.end(last);
-  socket.resume();
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  timer.unref();
-  socket.once('end', () => socket.destroy());
-  socket.once('close', () => clearTimeout(timer));
-}
-
-/** Node's parser refused the request (not HTTP, headers too large, too slow): answer and close. */
-function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (lingering.has(socket)) return;
-  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
-    socket.destroy();
-    return;
-  }
-  const [status, reason] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'Request Timeout']
-        : [400, 'Bad Request'];
-  const body = `${reason.toLowerCase()}: try GET /metrics\n`;
-  lingeringClose(socket, `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-}
+const clientError = clientErrorHandler((_status, reason) => ({ type: 'text/plain', text: `${reason.toLowerCase()}: try GET /metrics\n` }));
 
 function answer(res: http.ServerResponse, status: number, text: string, headers: http.OutgoingHttpHeaders = {}): void {
   if (res.headersSent || res.destroyed) return;

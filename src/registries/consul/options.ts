@@ -14,29 +14,13 @@
 // file (--consul-token-file, CONSUL_HTTP_TOKEN_FILE): a --consul-token value is visible in `ps`.
 // It is wrapped in a Secret so it never reaches a log line, an error or a description.
 import { readFileSync } from 'node:fs';
-import { inspect } from 'node:util';
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../../config/duration.js';
+import { parseHostPort, Secret } from '../shared.js';
+export { Secret };
+/** An agent address is host:port like any endpoint. */
+export const parseAgentAddress = parseHostPort;
 
-/** A string that prints as "[redacted]" however it is logged, stringified or inspected. */
-export class Secret {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  reveal(): string {
-    return this.#value;
-  }
-  toString(): string {
-    return '[redacted]';
-  }
-  toJSON(): string {
-    return '[redacted]';
-  }
-  [inspect.custom](): string {
-    return '[redacted]';
-  }
-}
 
 export type ConsulConsistency = 'default' | 'consistent' | 'stale';
 export const CONSISTENCY_MODES: readonly ConsulConsistency[] = ['default', 'consistent', 'stale'];
@@ -182,19 +166,6 @@ const fail = (message: string): never => {
   throw new ConsulConfigError(message);
 };
 
-const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
-const IPV6 = /^\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]$/;
-
-/** "host:port" (host: a name, an IPv4 or a bracketed IPv6 address), or undefined. */
-export function parseAgentAddress(text: string): { host: string; port: number } | undefined {
-  const m = /^(.*):(\d{1,5})$/.exec(text);
-  if (!m) return undefined;
-  const host = m[1]!;
-  const port = Number(m[2]);
-  if (port < 1 || port > 65535) return undefined;
-  if (!HOSTNAME.test(host) && !IPV6.test(host)) return undefined;
-  return { host, port };
-}
 
 function parseAgent(raw: string, source: string): { agent: string; scheme: 'http' | 'https' | undefined } {
   const text = raw.trim();

@@ -2,29 +2,11 @@
 // and their validation into one EtcdConfig. The password never travels through argv (visible in
 // ps): it comes from the environment or a file, and is wrapped so it cannot be logged by accident.
 import { readFileSync } from 'node:fs';
-import { inspect } from 'node:util';
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../../config/duration.js';
+import { parseHostPort, Secret } from '../shared.js';
+export { parseHostPort, Secret };
 
-/** A string that prints as "[redacted]" however it is logged, stringified or inspected. */
-export class Secret {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  reveal(): string {
-    return this.#value;
-  }
-  toString(): string {
-    return '[redacted]';
-  }
-  toJSON(): string {
-    return '[redacted]';
-  }
-  [inspect.custom](): string {
-    return '[redacted]';
-  }
-}
 
 export interface EtcdTls {
   readonly ca: Buffer | undefined;
@@ -134,19 +116,6 @@ const fail = (message: string): never => {
   throw new EtcdConfigError(message);
 };
 
-const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
-const IPV6 = /^\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]$/;
-
-/** Parse "host:port" (host may be a name, an IPv4 or a bracketed IPv6 address). */
-export function parseHostPort(text: string): { host: string; port: number } | undefined {
-  const m = /^(.*):(\d{1,5})$/.exec(text);
-  if (!m) return undefined;
-  const host = m[1]!;
-  const port = Number(m[2]);
-  if (port < 1 || port > 65535) return undefined;
-  if (!HOSTNAME.test(host) && !IPV6.test(host)) return undefined;
-  return { host, port };
-}
 
 function parseEndpoint(raw: string, source: string): { endpoint: string; scheme: 'http' | 'https' | undefined } {
   const text = raw.trim();

@@ -1,0 +1,37 @@
+// Pieces both registry adapters' options need: secrets that cannot be logged by accident, and
+// the host:port syntax of endpoints and agents.
+import { inspect } from 'node:util';
+
+/** A string that prints as "[redacted]" however it is logged, stringified or inspected. */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '[redacted]';
+  }
+  toJSON(): string {
+    return '[redacted]';
+  }
+  [inspect.custom](): string {
+    return '[redacted]';
+  }
+}
+
+const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
+const IPV6 = /^\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]$/;
+
+/** "host:port" (host: a name, an IPv4 or a bracketed IPv6 address), or undefined. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const m = /^(.*):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return undefined;
+  if (!HOSTNAME.test(host) && !IPV6.test(host)) return undefined;
+  return { host, port };
+}
