@@ -32,10 +32,10 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { existsSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from './paths.js';
+import { freePort } from './net.js';
 
 export interface EtcdAuthOptions {
   /** Password of the `root` user, which is created before auth is enabled. */
@@ -111,20 +111,7 @@ function requireBinary(name: string): string {
 }
 
 /** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const addr = srv.address();
-      srv.close(() => {
-        if (addr && typeof addr === 'object') resolve(addr.port);
-        else reject(new Error('could not read the bound port'));
-      });
-    });
-  });
-}
+export { freePort };
 
 // --- cleanup of servers left running by a crashed/aborted test run -------------------------------
 const live = new Set<ChildProcess>();

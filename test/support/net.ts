@@ -4,8 +4,9 @@ import net from 'node:net';
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
+    srv.unref();
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
       const addr = srv.address();
       const port = typeof addr === 'object' && addr ? addr.port : 0;
       srv.close(() => resolve(port));
