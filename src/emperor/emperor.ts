@@ -118,6 +118,7 @@ export class Emperor {
     this.watcher.on('upsert', (file, verdict) => this.onUpsert(file, verdict));
     this.watcher.on('remove', (file) => this.onRemove(file));
     this.watcher.on('error', (err) => opts.logger.error(err.message, { event: 'watch-error' }));
+    this.watcher.on('replaced', (message) => opts.logger.warn(message, { event: 'watch-replaced' }));
   }
 
   get log(): Logger {

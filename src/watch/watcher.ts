@@ -17,6 +17,8 @@ export interface WatcherEvents {
   remove: [file: string];
   /** The directory could not be read or watched (nothing that was running is affected). */
   error: [err: Error];
+  /** The directory was replaced (another inode now has its name): the new one is watched. */
+  replaced: [message: string];
 }
 
 export interface WatcherOptions {
@@ -63,6 +65,9 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   private readonly busy = new Set<string>();
   private readonly dirty = new Set<string>();
   private fsWatcher: FSWatcher | undefined;
+  /** dev:ino of the directory the watch is on; another one under the name means it was replaced. */
+  private watchedId: string | undefined;
+  private checkingWatch: Promise<void> | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private burstTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -76,7 +81,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
 
   /** Starts watching, then reports every vassal file already present. */
   async start(): Promise<void> {
-    if (this.opts.useEvents !== false) this.watchDir();
+    if (this.opts.useEvents !== false) await this.watchDir();
     await this.rescan(true);
     this.scheduleRescan();
   }
@@ -87,24 +92,60 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
    * drops the events arriving meanwhile: a burst of 1,000 dropped files lost hundreds of them
    * until the next rescan (chokidar issues #685, #1276).
    */
-  private watchDir(): void {
+  private async watchDir(): Promise<void> {
+    // Which directory is watched is read before the watch is placed: if the name is swapped in
+    // between, the next rescan sees another inode and watches again (the other order could
+    // record the new inode while watching the old one, and never notice).
+    this.watchedId = await dirId(this.dir);
+    if (this.closed) return;
     try {
-      this.fsWatcher = watch(this.dir, { persistent: true }, (_event, filename) => {
+      const w = watch(this.dir, { persistent: true }, (_event, filename) => {
         // No name means the kernel queue overflowed or the platform could not say: rescan.
+        // A rename or removal of the directory itself comes with the directory's own name,
+        // which is never a vassal file: the rescan it schedules notices the replacement.
         if (filename) {
           const name = filename.toString();
           if (classifyVassalFile(name).kind !== 'ignored') this.touch(path.join(this.dir, name));
         }
         this.scheduleBurstRescan();
       });
-      this.fsWatcher.on('error', (err) => {
+      this.fsWatcher = w;
+      w.on('error', (err) => {
         this.emit('error', new Error(`watching ${this.dir} failed (${err.message}); relying on rescans until it can be watched again`));
-        this.fsWatcher?.close();
-        this.fsWatcher = undefined;
+        w.close();
+        if (this.fsWatcher === w) this.fsWatcher = undefined;
       });
     } catch (err) {
       this.emit('error', new Error(`cannot watch ${this.dir} (${(err as Error).message}); relying on rescans`));
     }
+  }
+
+  /**
+   * The watch follows an inode, not a name. When the directory was replaced (a new one renamed
+   * over it, a symlink swapped), the watch still reports the old one, which no longer holds
+   * our files: place a new watch. A watch lost to an error is placed again here too.
+   */
+  private ensureWatch(): Promise<void> {
+    // One check at a time: a burst rescan and a periodic one must not both re-watch (and log).
+    this.checkingWatch ??= this.checkWatch().finally(() => {
+      this.checkingWatch = undefined;
+    });
+    return this.checkingWatch;
+  }
+
+  private async checkWatch(): Promise<void> {
+    if (this.opts.useEvents === false || this.closed) return;
+    if (this.fsWatcher === undefined) {
+      await this.watchDir();
+      return;
+    }
+    const id = await dirId(this.dir);
+    if (id === undefined || id === this.watchedId || this.closed) return; // gone: readdir reports it
+    const was = this.watchedId;
+    this.fsWatcher.close();
+    this.fsWatcher = undefined;
+    await this.watchDir();
+    this.emit('replaced', `vassals directory ${this.dir} was replaced (inode ${was ?? '?'} -> ${id}); watching the new one`);
   }
 
   /** Belt and braces: compare with the directory once a burst of events has gone quiet. */
@@ -140,6 +181,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
    */
   async rescan(initial = false): Promise<void> {
     if (this.closed) return;
+    if (!initial) await this.ensureWatch();
     let names: string[];
     try {
       names = await fs.readdir(this.dir);
@@ -166,8 +208,6 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   private scheduleRescan(): void {
     if (this.closed) return;
     this.rescanTimer = setTimeout(() => {
-      // A watch lost to an error (directory replaced, say) is retried at every rescan.
-      if (this.opts.useEvents !== false && !this.fsWatcher) this.watchDir();
       void this.rescan().finally(() => this.scheduleRescan());
     }, this.opts.rescanMs);
   }
@@ -243,6 +283,12 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     if (prev?.hash === hash) return; // touched, not changed
     this.emit('upsert', file, verdict);
   }
+}
+
+/** device:inode of a directory (following a symlink, as the watch does), or undefined when it cannot be read. */
+async function dirId(dir: string): Promise<string | undefined> {
+  const st = await fs.stat(dir).catch(() => undefined);
+  return st?.isDirectory() ? `${st.dev}:${st.ino}` : undefined;
 }
 
 function hashOf(content: Buffer): string {
