@@ -243,7 +243,7 @@ export class Emperor {
       baseEnv: this.baseEnv,
       guardian: this.guardian,
       records: this.records,
-      beforeStop: (v) => this.deregister(v.name),
+      beforeStop: (name) => this.deregister(name),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
         ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),

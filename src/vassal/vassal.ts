@@ -1,119 +1,47 @@
 import { EventEmitter } from 'node:events';
-import path from 'node:path';
-import type { CheckStatus, ReadySpec, VassalSpec } from '../config/spec.js';
-import { worstStatus } from '../checks/aggregate.js';
-import { waitReady } from '../checks/ready.js';
-import { CheckRunner } from '../checks/runner.js';
-import type { CheckState, ResultInfo } from '../checks/state.js';
-import { TtlCheck } from '../checks/ttl.js';
+import type { CheckStatus, VassalSpec } from '../config/spec.js';
+import type { CheckState } from '../checks/state.js';
 import { formatDuration } from '../config/duration.js';
-import type { Logger } from '../log/logger.js';
-import { spawnVassal } from '../process/spawn.js';
-import { reapGroupAfterExit, stopGroup } from '../process/stop.js';
 import type { ExitInfo, VassalProcess } from '../process/types.js';
-import { identityEnv, type Identity } from '../process/identity.js';
+import { Backoff } from './backoff.js';
+import { drainAndStop } from './drain.js';
+import { VassalHealth } from './health.js';
+import { launchProcess, releaseProcess, vassalEnv, type Launched } from './launch.js';
+import { Readiness } from './readiness.js';
 import { isLegal, SETTLED, type VassalEvent, type VassalState } from './states.js';
+import { describeExit, lastExitBecause, lastExitOf, type LastExit, type VassalContext, type VassalLog, type VassalSnapshot } from './types.js';
 
-/** What a vassal needs from its emperor; injected so a vassal can be driven in isolation. */
-export interface VassalContext {
-  readonly logger: Logger;
-  readonly logsDir: string;
-  /** Copy every output line into the emperor's log, labelled with the vassal name. */
-  readonly mirrorOutput: boolean;
-  /** Environment every vassal inherits (secrets already removed). */
-  readonly baseEnv: Readonly<Record<string, string>>;
-  /** Kills recorded groups if the emperor dies without cleaning up. */
-  readonly guardian: { add(pgid: number): void; remove(pgid: number): void };
-  /** Pid records, so the next emperor can kill what a SIGKILLed one left behind. */
-  readonly records: {
-    write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number }): Promise<void>;
-    remove(name: string): Promise<void>;
-  };
-  /**
-   * Awaited after a vassal leaves `running` and before its stop signal is sent: the registrar
-   * deregisters here, so the registry stops pointing at the app before the app stops serving.
-   */
-  readonly beforeStop?: (v: Vassal) => Promise<void>;
-  /** Who a spec runs as (tyrant mode, user:/group:); undefined = as the emperor. */
-  readonly identityFor?: (spec: VassalSpec) => Identity | undefined;
-  /** Environment the emperor adds for a spec (CONSUL_HTTP_ADDR, EMPEROR_SERVICE_ID). */
-  readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
-}
-
-export interface LastExit {
-  readonly code: number | null;
-  readonly signal: string | null;
-  readonly error?: string;
-  /** One human phrase: "exited with code 1", "killed by SIGKILL", "not ready within 30s". */
-  readonly reason: string;
-  readonly at: number;
-}
-
-export interface VassalSnapshot {
-  readonly name: string;
-  readonly state: VassalState;
-  readonly pid: number | null;
-  /** Since the current process was spawned; null without a process. */
-  readonly uptimeMs: number | null;
-  readonly restarts: number;
-  readonly failures: number;
-  readonly lastExit: LastExit | null;
-  readonly file: string;
-  readonly hash: string;
-  readonly stateSince: number;
-  readonly nextStartAt: number | null;
-  /** Worst of the checks while running (passing without checks); null when not running. */
-  readonly health: CheckStatus | null;
-  /** resultLagMs: last result time minus its scheduled time (scheduling delay + run time). */
-  readonly checks: Array<CheckState & { readonly resultLagMs: number | null }>;
-  /** ms from spawn to ready of the current process. */
-  readonly readyAfterMs: number | null;
-}
-
-type Check = CheckRunner | TtlCheck;
+export type { LastExit, VassalContext, VassalSnapshot } from './types.js';
 
 type AfterStop = 'stopped' | 'restart' | 'failed';
-
-/** Default readiness of a vassal without a port: the process stayed up this long. */
-const DEFAULT_READY_MS = 1000;
-/** How often a default TCP readiness probe knocks. */
-const DEFAULT_READY_INTERVAL_MS = 100;
-
-function describeExit(info: ExitInfo): string {
-  if (info.error) return info.error;
-  if (info.signal) return `killed by ${info.signal}`;
-  return `exited with code ${info.code ?? '?'}`;
-}
 
 /**
  * One app: owns its state machine, its process group and its restart back-off.
  * Nothing else mutates it; the emperor only sends it intents (start, stop, restart, reload).
+ * Readiness, health checks, drain and back-off are collaborators in their own modules.
  */
 export class Vassal extends EventEmitter {
   private _state: VassalState = 'stopped';
   private _spec: VassalSpec;
   private pendingSpec: VassalSpec | undefined;
-  private proc: VassalProcess | undefined;
+  private launched: Launched | undefined;
   private afterStop: AfterStop = 'stopped';
-  private failures = 0;
+  private readonly backoff = new Backoff();
   private spawns = 0;
   private lastExit: LastExit | null = null;
   private stateSince = Date.now();
   private spawnedAt = 0;
   private nextStartAt: number | null = null;
-  private startTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   /** Leftovers of the previous process group being killed; a new spawn waits for it. */
   private reaping: Promise<void> = Promise.resolve();
   /** Bumped on every launch and stop so late callbacks of an older attempt do nothing. */
   private generation = 0;
-  private readyAbort: AbortController | undefined;
+  private readiness: Readiness | undefined;
   private readyAt: number | null = null;
-  private checks: Check[] = [];
-  private readonly resultLag = new WeakMap<Check, number>();
-  private health: CheckStatus | null = null;
-  /** Consecutive check results with a critical aggregate, for on_critical.restart_after. */
-  private criticalStreak = 0;
+  private health: VassalHealth | undefined;
+  private readonly log: VassalLog = (level, event, message, fields = {}) =>
+    this.ctx.logger.log(level, message, { vassal: this.name, event, ...fields });
 
   constructor(
     spec: VassalSpec,
@@ -137,47 +65,41 @@ export class Vassal extends EventEmitter {
     return this._spec;
   }
 
+  private get proc(): VassalProcess | undefined {
+    return this.launched?.proc;
+  }
+
   snapshot(now = Date.now()): VassalSnapshot {
+    const health = this._state === 'running' ? this.health : undefined;
     return {
       name: this.name,
       state: this._state,
       pid: this.proc && this.proc.pid > 0 ? this.proc.pid : null,
       uptimeMs: this.proc && this.proc.pid > 0 ? now - this.spawnedAt : null,
       restarts: Math.max(0, this.spawns - 1),
-      failures: this.failures,
+      failures: this.backoff.failures,
       lastExit: this.lastExit,
       file: this.spec.file,
       hash: this.spec.hash,
       stateSince: this.stateSince,
       nextStartAt: this.nextStartAt,
-      health: this._state === 'running' ? this.health : null,
-      checks: this._state === 'running' ? this.checks.map((c) => ({ ...c.state(), resultLagMs: this.resultLag.get(c) ?? null })) : [],
+      health: health ? health.status : null,
+      checks: health ? health.states() : [],
       readyAfterMs: this.readyAt === null ? null : this.readyAt - this.spawnedAt,
     };
   }
 
   /** Push a result to a ttl check (by name; the name may be omitted when there is only one). */
   pushTtl(checkName: string | undefined, status: CheckStatus, note: string | undefined): CheckState {
-    if (this._state !== 'running') throw new Error(`vassal "${this.name}" is not running (${this._state})`);
-    const ttls = this.checks.filter((c): c is TtlCheck => c instanceof TtlCheck);
-    const target = checkName === undefined ? (ttls.length === 1 ? ttls[0] : undefined) : ttls.find((c) => c.state().name === checkName);
-    if (!target) {
-      const names = ttls.map((c) => c.state().name).join(', ') || 'none';
-      throw new Error(
-        checkName === undefined
-          ? `vassal "${this.name}" has ${ttls.length} ttl checks (${names}); name one`
-          : `vassal "${this.name}" has no ttl check named "${checkName}" (ttl checks: ${names})`,
-      );
-    }
-    target.push(status, note);
-    return target.state();
+    if (this._state !== 'running' || !this.health) throw new Error(`vassal "${this.name}" is not running (${this._state})`);
+    return this.health.pushTtl(this.name, checkName, status, note);
   }
 
   // ---- intents -------------------------------------------------------------------------
 
   /** Run the vassal. A manual start forgets past failures (clears fatal). */
   start(opts: { manual?: boolean } = {}): void {
-    if (opts.manual) this.failures = 0;
+    if (opts.manual) this.backoff.reset();
     switch (this._state) {
       case 'stopped':
       case 'exited':
@@ -202,7 +124,7 @@ export class Vassal extends EventEmitter {
         this.beginStop('stopped');
         break;
       case 'backoff':
-        this.clearTimers();
+        this.clearRetry();
         this.generation++;
         this.to('stopped', 'stop');
         break;
@@ -218,7 +140,7 @@ export class Vassal extends EventEmitter {
   /** Graceful stop, then start again (with `spec` when given: a changed file is a new deploy). */
   restart(spec?: VassalSpec): Promise<void> {
     if (spec) this.pendingSpec = spec;
-    this.failures = 0;
+    this.backoff.reset();
     switch (this._state) {
       case 'starting':
       case 'running':
@@ -247,7 +169,7 @@ export class Vassal extends EventEmitter {
     });
   }
 
-  // ---- machinery -----------------------------------------------------------------------
+  // ---- moves ---------------------------------------------------------------------------
 
   private to(next: VassalState, event: VassalEvent): void {
     if (!isLegal(this._state, event, next)) {
@@ -260,18 +182,23 @@ export class Vassal extends EventEmitter {
     this.emit('state', next);
   }
 
-  private log(level: 'info' | 'warn' | 'error', event: string, message: string, fields: Record<string, unknown> = {}): void {
-    this.ctx.logger.log(level, message, { vassal: this.name, event, ...fields });
-  }
-
-  private clearTimers(): void {
-    clearTimeout(this.startTimer);
+  private clearRetry(): void {
     clearTimeout(this.retryTimer);
-    this.startTimer = this.retryTimer = undefined;
+    this.retryTimer = undefined;
   }
 
+  /** Leave whatever the current process was doing: no readiness wait, no checks, no retry. */
+  private quiesce(): void {
+    this.clearRetry();
+    this.readiness?.cancel();
+    this.readiness = undefined;
+    this.health?.stop();
+    this.health = undefined;
+  }
+
+  /** → starting: spawn once the previous group's leftovers are gone. */
   private launch(event: VassalEvent): void {
-    this.clearTimers();
+    this.clearRetry();
     if (this.pendingSpec) {
       this._spec = this.pendingSpec;
       this.pendingSpec = undefined;
@@ -286,165 +213,73 @@ export class Vassal extends EventEmitter {
 
   private spawnNow(gen: number): void {
     const spec = this._spec;
-    const notify = spec.start.ready.kind === 'notify';
-    const identity = this.ctx.identityFor?.(spec);
-    // The file's own env wins over what the emperor adds: a vassal may point at another agent.
-    const env: Record<string, string> = {
-      ...this.ctx.baseEnv,
-      ...(identity ? identityEnv(identity) : {}),
-      ...this.ctx.extraEnv?.(spec),
-      ...spec.env,
-      EMPEROR_VASSAL: spec.name,
-      ...(notify ? { NOTIFY_FD: '3' } : {}),
-    };
-    const proc = spawnVassal({
-      notify,
-      identity,
-      name: spec.name,
-      argv: spec.argv,
-      cwd: spec.cwd,
-      env,
-      logFile: path.join(this.ctx.logsDir, `${spec.name}.log`),
-      ...(this.ctx.mirrorOutput
-        ? { onLine: (line: string, stream: 'stdout' | 'stderr') => this.ctx.logger.info(line, { vassal: spec.name, event: 'output', stream }) }
-        : {}),
-    });
-    this.proc = proc;
+    const launched = launchProcess(this.ctx, spec, this.log);
+    const { proc } = launched;
+    this.launched = launched;
     this.spawns++;
     this.spawnedAt = Date.now();
+    this.readyAt = null;
     void proc.exited.then((info) => this.onExit(proc, info, gen));
     if (proc.pid <= 0) return; // the exit path reports why it could not spawn
-    this.ctx.guardian.add(proc.pgid);
-    this.ctx.records
-      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv: spec.argv, emperorPid: process.pid })
-      .catch((err: unknown) => this.log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
-    this.log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
-
-    this.readyAt = null;
-    const abort = new AbortController();
-    this.readyAbort = abort;
-    waitReady(this.resolveReady(spec), { cwd: spec.cwd, env, identity, signal: abort.signal, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
-      () => this.onReady(gen),
-      (err: unknown) => {
-        if (!abort.signal.aborted) this.onReadyFailed(gen, err instanceof Error ? err.message : String(err));
-      },
-    );
-    // Created after the readiness timer, so a delay equal to the timeout still counts as ready.
-    this.startTimer = setTimeout(() => this.onStartTimeout(gen), spec.start.timeoutMs);
+    this.readiness = new Readiness(spec, launched, {
+      ready: () => this.onReady(gen),
+      failed: (reason, event) => this.onStartFailed(gen, reason, event),
+    });
   }
 
-  /** `default` readiness: TCP on the service port when there is one, else up for 1 s. */
-  private resolveReady(spec: VassalSpec): Exclude<ReadySpec, { kind: 'default' }> {
-    const r = spec.start.ready;
-    if (r.kind !== 'default') return r;
-    const port = spec.service?.port;
-    if (port) return { kind: 'probe', probe: { kind: 'tcp', host: spec.service?.address ?? '127.0.0.1', port }, intervalMs: DEFAULT_READY_INTERVAL_MS };
-    return { kind: 'delay', ms: Math.min(DEFAULT_READY_MS, spec.start.timeoutMs) };
-  }
-
+  /** starting → running: checks start, the emperor registers it. */
   private onReady(gen: number): void {
-    if (gen !== this.generation || this._state !== 'starting') return;
-    clearTimeout(this.startTimer);
+    if (gen !== this.generation || this._state !== 'starting' || !this.launched) return;
+    this.readiness = undefined;
     this.readyAt = Date.now();
-    this.startChecks();
+    // Checks get the app's environment without what the emperor adds for the app itself.
+    const { identity } = this.launched;
+    this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
+      changed: (health) => this.emit('health', health),
+      critical: (reason) => this.onCritical(reason),
+    });
+    this.health.start();
     this.to('running', 'ready');
     this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: this.readyAt - this.spawnedAt });
   }
 
-  private onReadyFailed(gen: number, reason: string): void {
+  /** starting → stopping: readiness failed or timed out; counts as a failure. */
+  private onStartFailed(gen: number, reason: string, event: 'start-failed' | 'start-timeout'): void {
     if (gen !== this.generation || this._state !== 'starting') return;
-    this.lastExit = { code: null, signal: null, reason: `readiness failed: ${reason}`, at: Date.now() };
-    this.log('warn', 'start-failed', `start failed: readiness failed: ${reason}; killing its process group`);
+    this.lastExit = lastExitBecause(reason);
+    this.log('warn', event, `start failed: ${reason}; killing its process group`);
     this.beginStop('failed', 'start-timeout');
   }
 
-  // ---- checks --------------------------------------------------------------------------
-
-  private startChecks(): void {
-    const spec = this._spec;
-    const identity = this.ctx.identityFor?.(spec);
-    const env: Record<string, string> = { ...this.ctx.baseEnv, ...(identity ? identityEnv(identity) : {}), ...spec.env, EMPEROR_VASSAL: spec.name };
-    this.criticalStreak = 0;
-    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env, identity })));
-    this.health = worstStatus(this.checks.map((c) => c.state().status));
-    for (const check of this.checks) {
-      check.on('change', (st: CheckState, previous: CheckStatus) => {
-        this.log(st.status === 'passing' ? 'info' : 'warn', 'check', `check ${st.name}: ${previous} -> ${st.status}`, {
-          check: st.name,
-          status: st.status,
-          previous,
-          output: st.output.slice(0, 500),
-        });
-        this.updateHealth();
-      });
-      check.on('result', (_st: CheckState, info: ResultInfo) => {
-        this.resultLag.set(check, info.lagMs + info.durationMs);
-        this.onCheckResult();
-      });
-      check.start();
-    }
-  }
-
-  private updateHealth(): void {
-    const health = worstStatus(this.checks.map((c) => c.state().status));
-    const changed = health !== this.health;
-    this.health = health;
-    if (changed) this.log(health === 'passing' ? 'info' : 'warn', 'health', `health ${health}`, { health });
-    // Per-check statuses are part of what registries show, so any check change is news.
-    this.emit('health', health);
-  }
-
-  private onCheckResult(): void {
-    const limit = this._spec.onCritical?.restartAfter;
-    if (!limit || this._state !== 'running') return;
-    this.criticalStreak = this.health === 'critical' ? this.criticalStreak + 1 : 0;
-    if (this.criticalStreak < limit) return;
-    const reason = `health critical for ${limit} check result(s) in a row`;
-    this.lastExit = { code: null, signal: null, reason, at: Date.now() };
+  /** running → stopping: on_critical.restart_after; counts as a failure. */
+  private onCritical(reason: string): void {
+    if (this._state !== 'running') return;
+    this.lastExit = lastExitBecause(reason);
     this.log('warn', 'critical-restart', `restarting: ${reason}`);
     this.beginStop('failed', 'stop');
   }
 
-  private stopChecks(): void {
-    for (const c of this.checks) {
-      c.removeAllListeners();
-      // Aborts an in-flight probe; its reaping finishes in the background.
-      void c.stop();
-    }
-    this.checks = [];
-    this.health = null;
-  }
-
-  private onStartTimeout(gen: number): void {
-    if (gen !== this.generation || this._state !== 'starting') return;
-    const reason = `not ready within ${formatDuration(this._spec.start.timeoutMs)}`;
-    this.lastExit = { code: null, signal: null, reason, at: Date.now() };
-    this.log('warn', 'start-timeout', `start failed: ${reason}; killing its process group`);
-    this.beginStop('failed', 'start-timeout');
-  }
-
+  /** starting/running → exited, backoff or fatal: the leader exited on its own. */
   private onExit(proc: VassalProcess, info: ExitInfo, gen: number): void {
     if (proc !== this.proc) return;
     const reason = describeExit(info);
     if (this._state === 'stopping') {
       // Expected; the stop routine finishes the transition once the whole group is gone.
       this.log('info', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal });
-      if (this.afterStop !== 'failed') this.lastExit = { code: info.code, signal: info.signal, reason, at: Date.now(), ...(info.error ? { error: info.error } : {}) };
+      if (this.afterStop !== 'failed') this.lastExit = lastExitOf(info);
       return;
     }
     if (gen !== this.generation) return;
     const wasRunning = this._state === 'running';
-    this.clearTimers();
-    this.readyAbort?.abort();
-    this.stopChecks();
-    this.lastExit = { code: info.code, signal: info.signal, reason, at: Date.now(), ...(info.error ? { error: info.error } : {}) };
+    this.quiesce();
+    this.lastExit = lastExitOf(info);
     if (proc.pid > 0) {
       this.log(info.code === 0 ? 'info' : 'warn', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal });
     } else {
       this.log('error', 'spawn-failed', `could not start: ${reason}`);
     }
-    this.proc = undefined;
-    this.reaping = this.releaseGroup(proc, true);
+    this.launched = undefined;
+    this.reaping = releaseProcess(this.ctx, this._spec.name, proc, true, this.log);
 
     const policy = this._spec.restart;
     const clean = info.code === 0 && !info.error;
@@ -452,103 +287,66 @@ export class Vassal extends EventEmitter {
       this.to('exited', 'exit');
       return;
     }
-    this.fail('exit', wasRunning);
+    this.fail('exit', wasRunning ? Date.now() - this.spawnedAt : null);
   }
 
-  /** Count a failure and either schedule a retry with exponential back-off or give up. */
-  private fail(event: 'exit' | 'stopped', wasRunning: boolean): void {
-    const { initialMs, maxMs, resetAfterMs, maxRetries } = this._spec.backoff;
-    // A run that lasted long enough was a success; the series of failures starts over.
-    if (wasRunning && Date.now() - this.spawnedAt >= resetAfterMs) this.failures = 0;
-    this.failures++;
-    if (this.failures > maxRetries) {
+  /** → backoff (and a retry timer) or → fatal. */
+  private fail(event: 'exit' | 'stopped', ranForMs: number | null): void {
+    const verdict = this.backoff.fail(this._spec.backoff, ranForMs);
+    if (!verdict.retry) {
       this.to('fatal', event);
-      this.log('error', 'fatal', `giving up after ${maxRetries} failed restarts in a row; last: ${this.lastExit?.reason ?? 'unknown'}`, {
-        failures: this.failures - 1,
-      });
+      this.log('error', 'fatal', `${verdict.why}; last: ${this.lastExit?.reason ?? 'unknown'}`, { failures: this.backoff.failures - 1 });
       return;
     }
-    const delay = Math.min(maxMs, initialMs * 2 ** (this.failures - 1));
+    const delay = verdict.delayMs;
     this.to('backoff', event);
     this.nextStartAt = Date.now() + delay;
-    this.log('warn', 'backoff', `restarting in ${formatDuration(delay)} (failure ${this.failures} of ${maxRetries})`, { delay_ms: delay });
+    this.log('warn', 'backoff', `restarting in ${formatDuration(delay)} (failure ${this.backoff.failures} of ${this._spec.backoff.maxRetries})`, { delay_ms: delay });
     const gen = this.generation;
     this.retryTimer = setTimeout(() => {
       if (gen === this.generation && this._state === 'backoff') this.launch('retry');
     }, delay);
   }
 
+  /** → stopping: deregister, drain (if it was serving), signal the group, wait for it. */
   private beginStop(after: AfterStop, event: VassalEvent = 'stop'): void {
-    this.clearTimers();
-    this.readyAbort?.abort();
     const wasServing = this._state === 'running';
-    this.stopChecks();
+    this.quiesce();
     this.afterStop = after;
     const gen = ++this.generation;
     const proc = this.proc;
     this.to('stopping', event);
     if (!proc || proc.pid <= 0) {
-      this.proc = undefined;
+      this.launched = undefined;
       queueMicrotask(() => this.finishStop(gen));
       return;
     }
-    const { signal, timeoutMs, drainMs } = this._spec.stop;
-    void this.deregisterAndDrain(wasServing ? drainMs : 0)
+    const name = this.name;
+    const beforeStop = this.ctx.beforeStop;
+    void drainAndStop(proc, this._spec.stop, { drain: wasServing, ...(beforeStop ? { deregister: () => beforeStop(name) } : {}) }, this.log)
+      .then(() => releaseProcess(this.ctx, this._spec.name, proc, false, this.log))
       .then(() => {
-        this.log('info', 'stopping', `stopping pid ${proc.pid} with ${signal}`, { pid: proc.pid, signal });
-        return stopGroup(proc, signal, timeoutMs);
-      })
-      .then(({ forced }) => {
-        if (forced) this.log('warn', 'killed', `process group did not stop within ${formatDuration(timeoutMs)}; sent SIGKILL`, { pid: proc.pid });
-      })
-      .catch((err: unknown) => this.log('error', 'stop-failed', `stopping failed: ${String(err)}`))
-      .then(() => this.releaseGroup(proc, false))
-      .then(() => {
-        if (this.proc === proc) this.proc = undefined;
+        if (this.proc === proc) this.launched = undefined;
         this.finishStop(gen);
       });
   }
 
-  /** Registries first, then let in-flight requests finish, then (the caller) signal. */
-  private async deregisterAndDrain(drainMs: number): Promise<void> {
-    try {
-      await this.ctx.beforeStop?.(this);
-    } catch (err) {
-      this.log('warn', 'deregister-failed', `deregistration failed: ${String(err)}; stopping anyway`);
-    }
-    if (drainMs > 0) {
-      this.log('info', 'draining', `draining for ${formatDuration(drainMs)} before the stop signal`);
-      await new Promise((r) => setTimeout(r, drainMs));
-    }
-  }
-
+  /** stopping → stopped, starting (restart) or backoff/fatal (a failed start). */
   private finishStop(gen: number): void {
     // A newer stop or launch owns the vassal now.
     if (gen !== this.generation || this._state !== 'stopping') return;
     this.log('info', 'stopped', 'stopped');
     switch (this.afterStop) {
       case 'restart':
-        this.failures = 0;
+        this.backoff.reset();
         this.launch('stopped');
         break;
       case 'failed':
-        this.fail('stopped', false);
+        this.fail('stopped', null);
         break;
       case 'stopped':
         this.to('stopped', 'stopped');
         break;
     }
-  }
-
-  /** Forget a process group: kill leftovers after an unexpected exit, drop its records. */
-  private async releaseGroup(proc: VassalProcess, reap: boolean): Promise<void> {
-    if (proc.pid <= 0) return;
-    try {
-      if (reap) await reapGroupAfterExit(proc);
-    } catch (err) {
-      this.log('warn', 'reap-failed', `could not kill leftovers of pid ${proc.pid}: ${String(err)}`);
-    }
-    this.ctx.guardian.remove(proc.pgid);
-    await this.ctx.records.remove(this._spec.name).catch(() => undefined);
   }
 }

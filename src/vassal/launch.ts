@@ -1,0 +1,69 @@
+// A vassal's process: its environment, spawning it with the emperor's bookkeeping (guardian,
+// pid records), and letting go of it again.
+import path from 'node:path';
+import type { VassalSpec } from '../config/spec.js';
+import { identityEnv, type Identity } from '../process/identity.js';
+import { spawnVassal } from '../process/spawn.js';
+import { reapGroupAfterExit } from '../process/stop.js';
+import type { VassalProcess } from '../process/types.js';
+import type { VassalContext, VassalLog } from './types.js';
+
+/**
+ * The environment of the app and of its exec checks. The file's own env wins over what the
+ * emperor adds: a vassal may point at another agent.
+ */
+export function vassalEnv(ctx: VassalContext, spec: VassalSpec, identity: Identity | undefined, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...ctx.baseEnv,
+    ...(identity ? identityEnv(identity) : {}),
+    ...extra,
+    ...spec.env,
+    EMPEROR_VASSAL: spec.name,
+  };
+}
+
+export interface Launched {
+  readonly proc: VassalProcess;
+  readonly env: Record<string, string>;
+  readonly identity: Identity | undefined;
+}
+
+/** Spawn the app for `spec`; a process with pid <= 0 failed to spawn and reports why on exit. */
+export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalLog): Launched {
+  const notify = spec.start.ready.kind === 'notify';
+  const identity = ctx.identityFor?.(spec);
+  const env = vassalEnv(ctx, spec, identity, ctx.extraEnv?.(spec));
+  if (notify) env.NOTIFY_FD = '3';
+  const proc = (ctx.spawn ?? spawnVassal)({
+    notify,
+    identity,
+    name: spec.name,
+    argv: spec.argv,
+    cwd: spec.cwd,
+    env,
+    logFile: path.join(ctx.logsDir, `${spec.name}.log`),
+    ...(ctx.mirrorOutput
+      ? { onLine: (line: string, stream: 'stdout' | 'stderr') => ctx.logger.info(line, { vassal: spec.name, event: 'output', stream }) }
+      : {}),
+  });
+  if (proc.pid > 0) {
+    ctx.guardian.add(proc.pgid);
+    ctx.records
+      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv: spec.argv, emperorPid: process.pid })
+      .catch((err: unknown) => log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
+    log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
+  }
+  return { proc, env, identity };
+}
+
+/** Forget a process group: kill leftovers after an unexpected exit, drop its records. */
+export async function releaseProcess(ctx: VassalContext, name: string, proc: VassalProcess, reap: boolean, log: VassalLog): Promise<void> {
+  if (proc.pid <= 0) return;
+  try {
+    if (reap) await reapGroupAfterExit(proc);
+  } catch (err) {
+    log('warn', 'reap-failed', `could not kill leftovers of pid ${proc.pid}: ${String(err)}`);
+  }
+  ctx.guardian.remove(proc.pgid);
+  await ctx.records.remove(name).catch(() => undefined);
+}

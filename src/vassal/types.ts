@@ -1,0 +1,85 @@
+// What a vassal shares with its emperor and its collaborators: the context it is given, and
+// the snapshot it reports.
+import type { CheckStatus, VassalSpec } from '../config/spec.js';
+import type { CheckState } from '../checks/state.js';
+import type { Logger } from '../log/logger.js';
+import type { Identity } from '../process/identity.js';
+import type { ExitInfo, SpawnRequest, VassalProcess } from '../process/types.js';
+import type { VassalState } from './states.js';
+
+/** What a vassal needs from its emperor; injected so a vassal can be driven in isolation. */
+export interface VassalContext {
+  readonly logger: Logger;
+  readonly logsDir: string;
+  /** Copy every output line into the emperor's log, labelled with the vassal name. */
+  readonly mirrorOutput: boolean;
+  /** Environment every vassal inherits (secrets already removed). */
+  readonly baseEnv: Readonly<Record<string, string>>;
+  /** Kills recorded groups if the emperor dies without cleaning up. */
+  readonly guardian: { add(pgid: number): void; remove(pgid: number): void };
+  /** Pid records, so the next emperor can kill what a SIGKILLed one left behind. */
+  readonly records: {
+    write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number }): Promise<void>;
+    remove(name: string): Promise<void>;
+  };
+  /**
+   * Awaited after a vassal leaves `running` and before its stop signal is sent: the registrar
+   * deregisters here, so the registry stops pointing at the app before the app stops serving.
+   */
+  readonly beforeStop?: (name: string) => Promise<void>;
+  /** Who a spec runs as (tyrant mode, user:/group:); undefined = as the emperor. */
+  readonly identityFor?: (spec: VassalSpec) => Identity | undefined;
+  /** Environment the emperor adds for a spec (CONSUL_HTTP_ADDR, EMPEROR_SERVICE_ID). */
+  readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
+  /** The process layer (default: spawnVassal); tests drive the state machine with a fake. */
+  readonly spawn?: (req: SpawnRequest) => VassalProcess;
+}
+
+/** A vassal's own log line: every line carries the vassal name and an event. */
+export type VassalLog = (level: 'info' | 'warn' | 'error', event: string, message: string, fields?: Record<string, unknown>) => void;
+
+export interface LastExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly error?: string;
+  /** One human phrase: "exited with code 1", "killed by SIGKILL", "not ready within 30s". */
+  readonly reason: string;
+  readonly at: number;
+}
+
+export interface VassalSnapshot {
+  readonly name: string;
+  readonly state: VassalState;
+  readonly pid: number | null;
+  /** Since the current process was spawned; null without a process. */
+  readonly uptimeMs: number | null;
+  readonly restarts: number;
+  readonly failures: number;
+  readonly lastExit: LastExit | null;
+  readonly file: string;
+  readonly hash: string;
+  readonly stateSince: number;
+  readonly nextStartAt: number | null;
+  /** Worst of the checks while running (passing without checks); null when not running. */
+  readonly health: CheckStatus | null;
+  /** resultLagMs: last result time minus its scheduled time (scheduling delay + run time). */
+  readonly checks: Array<CheckState & { readonly resultLagMs: number | null }>;
+  /** ms from spawn to ready of the current process. */
+  readonly readyAfterMs: number | null;
+}
+
+export function describeExit(info: ExitInfo): string {
+  if (info.error) return info.error;
+  if (info.signal) return `killed by ${info.signal}`;
+  return `exited with code ${info.code ?? '?'}`;
+}
+
+/** What happened to a process, as status shows it. */
+export function lastExitOf(info: ExitInfo, at = Date.now()): LastExit {
+  return { code: info.code, signal: info.signal, reason: describeExit(info), at, ...(info.error ? { error: info.error } : {}) };
+}
+
+/** A stop the emperor caused (timeout, failed readiness, critical health): no exit code. */
+export function lastExitBecause(reason: string, at = Date.now()): LastExit {
+  return { code: null, signal: null, reason, at };
+}
