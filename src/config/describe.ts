@@ -21,6 +21,12 @@ export function describeValue(value: unknown): string {
   return `a ${typeof value}`;
 }
 
+/** "expected <what>, got <value><hint>", or "required field is missing (expected <what>)". */
+export function expectedGot(what: string, input: unknown, hint?: (input: unknown) => string): string {
+  if (input === undefined) return `required field is missing (expected ${what})`;
+  return `expected ${what}, got ${describeValue(input)}${hint?.(input) ?? ''}`;
+}
+
 /** Keys that can be shown bare after a dot; anything else is shown as ["key"]. */
 const SIMPLE_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

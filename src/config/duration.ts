@@ -14,6 +14,9 @@ export const MAX_DURATION_MS = 2 ** 31 - 1;
 // meaning something the author almost certainly did not intend.
 const WITH_UNIT = /^(?:\d+(?:\.\d+)?|\.\d+)\s*[a-z]+$/i;
 
+/** Appended to "got 30": a bare number is the likeliest mistake. */
+export const unitHint = (value: unknown): string => (typeof value === 'number' ? ` (a unit is required, e.g. "${value}s")` : '');
+
 export type DurationCheck = { ok: true; ms: number } | { ok: false; problem: string };
 
 /** Non-throwing form of parseDuration, for callers that turn failures into their own errors. */
@@ -22,8 +25,7 @@ export function checkDuration(value: unknown): DurationCheck {
     ok: false,
     problem: `expected ${DURATION_EXPECTED}, got ${describeValue(value)}${hint}`,
   });
-  if (typeof value === 'number') return fail(` (a unit is required, e.g. "${value}s")`);
-  if (typeof value !== 'string') return fail();
+  if (typeof value !== 'string') return fail(unitHint(value));
   const text = value.trim();
   if (text.startsWith('-')) return fail(' (durations cannot be negative)');
   if (!WITH_UNIT.test(text)) return fail();

@@ -3,8 +3,6 @@
 export interface ConfigErrorDetails {
   /** Dotted path of the offending field, e.g. `stop.timeout` or `command[1]`. */
   field?: string | undefined;
-  /** What would have been accepted, e.g. `a duration like 500ms, 10s or 2m`. */
-  expected?: string | undefined;
   cause?: unknown;
 }
 
@@ -33,7 +31,6 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   readonly file: string;
   readonly field?: string;
-  readonly expected?: string;
   /** The message without the file and field prefix. */
   readonly problem: string;
 
@@ -43,6 +40,5 @@ export class ConfigError extends Error {
     this.file = file;
     this.problem = problem;
     if (details.field !== undefined) this.field = details.field;
-    if (details.expected !== undefined) this.expected = details.expected;
   }
 }

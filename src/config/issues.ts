@@ -1,9 +1,9 @@
-// Turns zod's issue list into the single ConfigError users see. Leaf checks in schema.ts already
-// word their own messages; this covers the structural cases zod reports itself.
+// The one place zod's issues become words. Fields word their own failures (fields.ts); wordIssue
+// is the error map for what zod reports itself (wrong types, unknown keys, enum values), and
+// issuesToConfigError turns the list into the single ConfigError users see.
 import type { z } from 'zod';
-import { describeValue, formatPath } from './describe.js';
+import { expectedGot, formatPath } from './describe.js';
 import { ConfigError } from './errors.js';
-import { ALLOWED_FIELDS } from './schema.js';
 
 type Issue = z.core.$ZodIssue;
 
@@ -35,50 +35,38 @@ function suggestion(key: string, allowed: readonly string[]): string {
   return close === undefined ? '' : `; did you mean ${close}?`;
 }
 
-/** ALLOWED_FIELDS key of an object path: `checks[].name` style, any list index written as "[]". */
-function fieldsKey(path: readonly PropertyKey[]): string {
-  let key = '';
-  for (const segment of path) {
-    if (typeof segment === 'number') key += '[]';
-    else key += key === '' ? String(segment) : `.${String(segment)}`;
-  }
-  return key;
+/** The keys an object schema accepts, in the order its shape lists them. */
+function allowedKeys(schema: unknown): string[] {
+  const def = (schema as { _zod?: { def?: { shape?: object } } } | undefined)?._zod?.def;
+  return def?.shape === undefined ? [] : Object.keys(def.shape);
 }
 
-interface Explained {
-  path: PropertyKey[];
-  problem: string;
-  expected?: string;
-}
-
-function explain(issue: Issue): Explained {
-  const path = [...issue.path];
+/** zod's `error` option for a whole parse: words the issues no field worded itself. */
+export function wordIssue(issue: z.core.$ZodRawIssue): string | undefined {
   switch (issue.code) {
     case 'unrecognized_keys': {
-      const key = issue.keys[0] ?? '';
-      const allowed = ALLOWED_FIELDS[fieldsKey(path)] ?? [];
-      return {
-        path: [...path, key],
-        problem: `unknown field (allowed: ${allowed.join(', ')})${suggestion(key, allowed)}`,
-        expected: `one of ${allowed.join(', ')}`,
-      };
+      const allowed = allowedKeys(issue.inst);
+      return `unknown field (allowed: ${allowed.join(', ')})${suggestion(issue.keys[0] ?? '', allowed)}`;
     }
-    case 'invalid_type': {
-      const expected = TYPE_NAMES[issue.expected] ?? issue.expected;
-      if (issue.input === undefined) return { path, problem: `required field is missing (expected ${expected})`, expected };
-      return { path, problem: `expected ${expected}, got ${describeValue(issue.input)}`, expected };
-    }
-    case 'invalid_value': {
-      const expected = `one of ${issue.values.map(String).join(', ')}`;
-      return { path, problem: `expected ${expected}, got ${describeValue(issue.input)}`, expected };
-    }
-    case 'custom': {
-      const expected: unknown = issue.params?.['expected'];
-      return typeof expected === 'string' ? { path, problem: issue.message, expected } : { path, problem: issue.message };
-    }
+    case 'invalid_type':
+      return expectedGot(TYPE_NAMES[issue.expected] ?? issue.expected, issue.input);
+    case 'invalid_value':
+      return expectedGot(`one of ${issue.values.map(String).join(', ')}`, issue.input);
     default:
-      return { path, problem: issue.message };
+      return undefined;
   }
+}
+
+/**
+ * A value that is none of a union's types gets the union's own message; a value of one of
+ * them ("a list" for a command given as a list) gets that alternative's problems.
+ */
+function unwrapUnion(issue: Issue): Issue[] {
+  if (issue.code !== 'invalid_union') return [issue];
+  const typeMatched = issue.errors.filter((problems) => !problems.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0));
+  const [only, another] = typeMatched;
+  if (only === undefined || another !== undefined) return [issue];
+  return only.flatMap((inner) => unwrapUnion({ ...inner, path: [...issue.path, ...inner.path] }));
 }
 
 /** How many distinct problems an issue stands for (one per unknown key). */
@@ -89,14 +77,12 @@ const weight = (issue: Issue): number => (issue.code === 'unrecognized_keys' ? i
  * makes the real key look missing, and the typo is the thing to fix.
  */
 export function issuesToConfigError(file: string, issues: readonly Issue[]): ConfigError {
-  const ordered = [...issues].sort(
-    (a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'),
-  );
+  const all = issues.flatMap(unwrapUnion);
+  const ordered = [...all].sort((a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'));
   const first = ordered[0];
   if (first === undefined) return new ConfigError(file, 'invalid configuration');
-  const { path, problem, expected } = explain(first);
-  const more = issues.reduce((sum, issue) => sum + weight(issue), 0) - 1;
+  const path = first.code === 'unrecognized_keys' ? [...first.path, first.keys[0] ?? ''] : first.path;
+  const more = all.reduce((sum, issue) => sum + weight(issue), 0) - 1;
   const suffix = more > 0 ? ` (and ${more} more problem${more === 1 ? '' : 's'})` : '';
-  const field = path.length > 0 ? formatPath(path) : undefined;
-  return new ConfigError(file, `${problem}${suffix}`, { field, expected });
+  return new ConfigError(file, `${first.message}${suffix}`, { field: path.length > 0 ? formatPath(path) : undefined });
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describeValue, isPlainMapping } from './describe.js';
 import { deepFreeze, plainDataProblem, type DocumentParse } from './data.js';
 import { ConfigError } from './errors.js';
-import { issuesToConfigError } from './issues.js';
+import { issuesToConfigError, wordIssue } from './issues.js';
 import { parseJson } from './json.js';
 import { classifyVassalFile } from './names.js';
 import { vassalSchema } from './schema.js';
@@ -68,26 +68,16 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
     return failure(file, `expected a mapping of settings at the top level (like "command: [...]"), got ${describeValue(parsed.value)}`);
   }
 
-  const result = vassalSchema.safeParse(parsed.value, { reportInput: true });
+  const result = vassalSchema.safeParse(parsed.value, { reportInput: true, error: wordIssue });
   if (!result.success) return { ok: false, error: issuesToConfigError(file, result.error.issues) };
-  const doc = result.data;
+  const { service, cwd, ...fields } = result.data;
   const spec: VassalSpec = {
+    ...fields,
     name: classified.name,
     file,
     hash: createHash('sha256').update(bytes).digest('hex'),
-    argv: doc.argv,
-    shell: doc.shell,
-    cwd: path.resolve(path.dirname(file), doc.cwd ?? '.'),
-    env: doc.env,
-    restart: doc.restart,
-    backoff: doc.backoff,
-    start: doc.start,
-    checks: doc.checks,
-    onCritical: doc.onCritical,
-    stop: doc.stop,
-    service: doc.service ? { ...doc.service, name: doc.service.name ?? classified.name } : null,
-    user: doc.user,
-    group: doc.group,
+    cwd: path.resolve(path.dirname(file), cwd ?? '.'),
+    service: service === null ? null : { ...service, name: service.name ?? classified.name },
   };
   return { ok: true, spec: deepFreeze(spec) };
 }
