@@ -11,28 +11,46 @@ export class ApiError extends Error {
   }
 }
 
-/** One request to the control socket; throws NoEmperorError when nobody listens there. */
-export function callApi<T>(socketPath: string, method: 'GET' | 'POST', urlPath: string): Promise<T> {
+export interface ApiOptions {
+  /** Give up (ApiError with status 0) when no complete answer came within this many ms. */
+  readonly timeoutMs?: number;
+}
+
+export interface ApiAnswer {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  /** The parsed JSON body. */
+  readonly body: unknown;
+}
+
+/**
+ * One request to the control socket, whatever its status: the raw answer with its headers
+ * (e.g. X-Emperor-Seq, the order in which the emperor took a control request).
+ * Throws NoEmperorError when nobody listens there, ApiError for a non-JSON answer or a timeout.
+ */
+export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: string, opts: ApiOptions = {}): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath, method, path: urlPath, headers: { accept: 'application/json' } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
+        clearTimeout(timer);
         const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
         try {
-          body = JSON.parse(text);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(text) as unknown });
         } catch {
-          return reject(new ApiError(`emperor answered with non-JSON (${res.statusCode}): ${text.slice(0, 200)}`, res.statusCode ?? 0));
+          reject(new ApiError(`emperor answered with non-JSON (${res.statusCode}): ${text.slice(0, 200)}`, res.statusCode ?? 0));
         }
-        if ((res.statusCode ?? 500) >= 400) {
-          const msg = (body as { error?: string }).error ?? `HTTP ${res.statusCode}`;
-          return reject(new ApiError(msg, res.statusCode ?? 0));
-        }
-        resolve(body as T);
       });
     });
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            req.destroy(new ApiError(`no answer from the emperor within ${opts.timeoutMs} ms: ${method} ${urlPath}`, 0));
+          }, opts.timeoutMs);
     req.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTDIR') {
         reject(new NoEmperorError(`no emperor is running: nothing answers on ${socketPath} (start one with \`emperor --vassals DIR\`, or point --state-dir / EMPEROR_STATE_DIR at its state directory)`));
       } else if (err.code === 'EACCES') {
@@ -41,4 +59,14 @@ export function callApi<T>(socketPath: string, method: 'GET' | 'POST', urlPath: 
     });
     req.end();
   });
+}
+
+/** One request to the control socket; a 4xx/5xx answer is thrown as ApiError with its message. */
+export async function callApi<T>(socketPath: string, method: 'GET' | 'POST', urlPath: string, opts: ApiOptions = {}): Promise<T> {
+  const { status, body } = await requestApi(socketPath, method, urlPath, opts);
+  if (status >= 400) {
+    const msg = (body as { error?: string } | null)?.error ?? `HTTP ${status}`;
+    throw new ApiError(msg, status);
+  }
+  return body as T;
 }

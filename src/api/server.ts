@@ -189,11 +189,13 @@ async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.Ser
     if (parts[1] === 'vassals' && parts.length === 4 && parts[2] && parts[3]) {
       allow(method, 'POST');
       if (!ACTIONS.has(parts[3])) return send(res, 404, { error: `unknown action "${shown(parts[3])}" (expected start, stop, restart or reload)` });
-      return send(res, 200, await emperor.control(vassalName(parts[2]), parts[3] as Action));
+      // X-Emperor-Seq: the order this request was taken in, among all control requests.
+      const answer = await emperor.control(vassalName(parts[2]), parts[3] as Action);
+      return send(res, 200, answer.status, { 'x-emperor-seq': String(answer.seq) });
     }
     return notFound();
   } catch (err) {
-    if (err instanceof ControlError) return send(res, err.status, { error: err.message });
+    if (err instanceof ControlError) return send(res, err.status, { error: err.message }, err.seq === undefined ? {} : { 'x-emperor-seq': String(err.seq) });
     throw err;
   }
 }

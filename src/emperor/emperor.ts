@@ -17,6 +17,8 @@ import type { Registrar, RegistryStatus } from '../registrar/registrar.js';
 import type { RegistrationKey } from '../registrar/types.js';
 import type { CheckStatus } from '../config/spec.js';
 import { defaultServiceId, registrationFor, registrationKey } from './registration.js';
+import { ControlQueue, SupersededError, waitState } from './control-queue.js';
+import { formatDuration } from '../config/duration.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -72,12 +74,36 @@ export class ControlError extends Error {
   constructor(
     message: string,
     readonly status: 400 | 404 | 409,
+    /** The order the request was taken in, when it was taken (see ControlAnswer.seq). */
+    readonly seq?: number,
   ) {
     super(message);
   }
 }
 
+/** A request replaced by a later one before it was carried out (409). */
+export class SupersededRequest extends ControlError {}
+
 export type Action = 'start' | 'stop' | 'restart' | 'reload';
+
+/** A control request's answer: the resulting state, and the order the request was taken in. */
+export interface ControlAnswer {
+  /** Increases with every control request this emperor takes (X-Emperor-Seq). */
+  readonly seq: number;
+  readonly status: VassalStatus;
+}
+
+/**
+ * Beyond a vassal's own stop and start timeouts, what an action may take: deregistration (its
+ * own bound, 2 s by default), killing leftovers, a loaded machine. Past it the request is
+ * answered with 409 and the action goes on in the background.
+ */
+const CONTROL_SLACK_MS = 10_000;
+
+/** How long one control action on a vassal with this spec may take before its request gets a 409. */
+function actionBoundMs(spec: VassalSpec): number {
+  return spec.stop.drainMs + spec.stop.timeoutMs + spec.start.timeoutMs + CONTROL_SLACK_MS;
+}
 
 function nameOfFile(file: string): string {
   const base = path.basename(file);
@@ -105,6 +131,9 @@ export class Emperor {
   private readonly policy: IdentityPolicy;
   /** Who each spec runs as, decided before the spec reaches its vassal. */
   private readonly identities = new WeakMap<VassalSpec, Identity>();
+  /** Control requests waiting or carried out, per vassal name (dropped when idle). */
+  private readonly queues = new Map<string, ControlQueue<Action | 'reload-all', VassalStatus>>();
+  private controlSeq = 0;
 
   constructor(private readonly opts: EmperorOptions) {
     this.hostname = opts.hostname ?? os.hostname();
@@ -359,28 +388,71 @@ export class Emperor {
   }
 
   /**
-   * Apply a control action. Resolves when the vassal has settled: stopped for `stop`,
-   * past starting (running, or failed) for the others.
+   * Take a control request. Requests for one vassal are carried out one at a time in the order
+   * taken (see ControlQueue for how waiting ones coalesce). Resolves when the vassal has
+   * settled: stopped for `stop`, past starting (running, or failed) for the others; rejects
+   * with a 409 when superseded, overridden or not settled within the vassal's bound.
    */
-  async control(name: string, action: Action): Promise<VassalStatus> {
+  async control(name: string, action: Action): Promise<ControlAnswer> {
+    this.runnable(name); // unknown or invalid: refused at once
+    const seq = ++this.controlSeq;
+    this.log.info(`${action} requested`, { vassal: name, event: `control-${action}`, seq });
+    try {
+      const status = await this.enqueue(name, action, seq, () => this.carryOut(name, action));
+      return { seq, status };
+    } catch (err) {
+      if (err instanceof SupersededRequest) throw new SupersededRequest(err.message, err.status, seq);
+      if (err instanceof ControlError) throw new ControlError(err.message, err.status, seq);
+      throw err;
+    }
+  }
+
+  private enqueue(name: string, kind: Action | 'reload-all', seq: number, run: () => Promise<VassalStatus>): Promise<VassalStatus> {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new ControlQueue();
+      this.queues.set(name, q);
+    }
+    const queue = q;
+    return queue
+      .submit(kind, seq, run)
+      .catch((err: unknown) => {
+        if (err instanceof SupersededError) throw new SupersededRequest(`${kind} of "${name}" not carried out: ${err.message}`, 409);
+        throw err;
+      })
+      .finally(() => {
+        if (queue.idle && this.queues.get(name) === queue) this.queues.delete(name);
+      });
+  }
+
+  /** One action, now that it is this request's turn. */
+  private async carryOut(name: string, action: Action): Promise<VassalStatus> {
     const { entry, vassal } = this.runnable(name);
-    this.log.info(`${action} requested`, { vassal: name, event: `control-${action}` });
     switch (action) {
       case 'stop':
-        await vassal.stop();
+        void vassal.stop();
         break;
       case 'start':
         vassal.start({ manual: true });
-        await vassal.until((s) => s !== 'starting' && s !== 'stopping');
         break;
       case 'restart':
-        await vassal.restart();
+        void vassal.restart();
         break;
-      case 'reload': {
-        const spec = await this.reread(entry);
-        await vassal.restart(spec);
+      case 'reload':
+        void vassal.restart(await this.reread(entry));
         break;
-      }
+    }
+    const bound = actionBoundMs(vassal.spec);
+    const outcome =
+      action === 'stop'
+        ? // Someone else starting it again (a change to its file) overrides the stop.
+          await waitState<VassalState>(vassal, (s) => SETTLED.has(s), (s) => s === 'starting', bound)
+        : await waitState<VassalState>(vassal, (s) => s !== 'starting' && s !== 'stopping', () => false, bound);
+    if (outcome === 'interrupted') {
+      throw new ControlError(`stop of "${name}" overridden: it was started again (its file changed) before it had stopped`, 409);
+    }
+    if (outcome === 'timeout') {
+      throw new ControlError(`${action} of "${name}" did not finish within ${formatDuration(bound)}; it is ${vassal.state} now and the ${action} goes on`, 409);
     }
     return this.vassalStatus(name);
   }
@@ -402,18 +474,29 @@ export class Emperor {
     return verdict.spec;
   }
 
-  /** SIGHUP: re-read the directory and gracefully restart every vassal. */
+  /**
+   * SIGHUP: re-read the directory and gracefully restart every vassal, each in its turn with
+   * the control requests for it (a reload-all request per vassal).
+   */
   async reloadAll(): Promise<void> {
     this.log.info('reloading all vassals', { event: 'reload-all' });
     await this.watcher.rescan();
     await Promise.all(
       [...this.entries.values()].map(async (entry) => {
-        // A vassal stopped by hand stays stopped; SIGHUP redeploys what is meant to run.
-        if (!entry.vassal || entry.removed || entry.vassal.state === 'stopped') return;
+        if (!entry.vassal || entry.removed) return;
+        const seq = ++this.controlSeq;
         try {
-          const spec = await this.reread(entry);
-          await entry.vassal.restart(spec);
+          await this.enqueue(entry.name, 'reload-all', seq, async () => {
+            const vassal = entry.vassal;
+            // A vassal stopped by hand stays stopped; SIGHUP redeploys what is meant to run.
+            if (vassal && !entry.removed && vassal.state !== 'stopped') {
+              await vassal.restart(await this.reread(entry));
+            }
+            return this.row(entry, Date.now());
+          });
         } catch (err) {
+          // Superseded by a later request: that one decides what this vassal does.
+          if (err instanceof SupersededRequest) return;
           this.log.error((err as Error).message, { vassal: entry.name, event: 'invalid' });
         }
       }),

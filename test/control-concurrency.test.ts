@@ -1,0 +1,97 @@
+// Control requests under concurrency: a real emperor, its real control socket, real requests
+// racing each other. Every request must be answered (the resulting state, or a 409) within a
+// bound, and each vassal must end in the state its last request asked for.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { requestApi, type ApiAnswer } from '../src/api/client.js';
+import type { VassalStatus } from '../src/emperor/emperor.js';
+import { EmperorUnderTest, appVassal, makeWorkspace } from './support/emperor.js';
+import { fixture } from './support/paths.js';
+
+const APP = fixture('app.js');
+/** Longer than any answer may take here (the slowest action is a 2 s forced stop plus a start). */
+const ANSWER_BOUND_MS = 30_000;
+
+type Action = 'start' | 'stop' | 'restart' | 'reload';
+const wants = (a: Action): string => (a === 'stop' ? 'stopped' : 'running');
+
+interface Sent {
+  readonly vassal: string;
+  readonly action: Action;
+  readonly answer: ApiAnswer | Error;
+}
+
+function post(emp: EmperorUnderTest, vassal: string, action: Action): Promise<Sent> {
+  return requestApi(emp.socket, 'POST', `/v1/vassals/${vassal}/${action}`, { timeoutMs: ANSWER_BOUND_MS }).then(
+    (answer) => ({ vassal, action, answer }),
+    (err: unknown) => ({ vassal, action, answer: err instanceof Error ? err : new Error(String(err)) }),
+  );
+}
+
+function answered(s: Sent): ApiAnswer {
+  if (s.answer instanceof Error) assert.fail(`${s.action} ${s.vassal} got no answer: ${s.answer.message}`);
+  return s.answer;
+}
+
+const seq = (a: ApiAnswer): number => Number(a.headers['x-emperor-seq']);
+
+describe('concurrent control requests', { timeout: 120_000 }, () => {
+  let emp: EmperorUnderTest;
+  before(async () => {
+    emp = await EmperorUnderTest.start(await makeWorkspace());
+  });
+  after(async () => {
+    await emp.stop();
+  });
+
+  it('a start arriving while a stop is under way: both answered, the stop first, the start wins', async () => {
+    // Ignores SIGTERM, so the stop takes its whole 2 s timeout: the start surely lands in it.
+    await emp.writeVassal('slowstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '2s' }, start: { ready: { delay: '10ms' } } }));
+    await emp.waitEvent('slowstop', 'ready', 0);
+    const m = emp.mark();
+    const stop = post(emp, 'slowstop', 'stop');
+    await emp.waitEvent('slowstop', 'stopping', m);
+    const start = post(emp, 'slowstop', 'start');
+    const [s, t] = await Promise.all([stop, start]);
+    const sa = answered(s);
+    const ta = answered(t);
+    assert.equal(sa.status, 200, JSON.stringify(sa.body));
+    assert.equal((sa.body as VassalStatus).state, 'stopped', 'the stop is carried out, not lost');
+    assert.equal(ta.status, 200, JSON.stringify(ta.body));
+    assert.equal((ta.body as VassalStatus).state, 'running');
+    assert.ok(seq(sa) < seq(ta), 'answers carry the order the requests were taken in');
+    assert.equal((await emp.vassal('slowstop')).state, 'running');
+  });
+
+  it('hundreds of mixed requests at once: every one answered, each vassal ends as its last request asked', async () => {
+    const names = ['mx-a', 'mx-b', 'mx-c'];
+    const m = emp.mark();
+    for (const n of names) await emp.writeVassal(`${n}.json`, { command: ['sleep', '1000'], start: { ready: { delay: '10ms' } }, stop: { timeout: '5s' } });
+    for (const n of names) await emp.waitEvent(n, 'ready', m);
+
+    const actions: Action[] = ['start', 'stop', 'restart', 'reload'];
+    // A fixed pseudo-random mix, so a failure can be replayed.
+    let x = 12345;
+    const rnd = (k: number): number => {
+      x = (x * 1103515245 + 12345) % 2 ** 31;
+      return x % k;
+    };
+    const sent = await Promise.all(Array.from({ length: 300 }, () => post(emp, names[rnd(names.length)]!, actions[rnd(actions.length)]!)));
+
+    const unanswered = sent.filter((s) => s.answer instanceof Error);
+    assert.equal(unanswered.length, 0, `unanswered: ${unanswered.slice(0, 5).map((s) => `${s.action} ${s.vassal}: ${(s.answer as Error).message}`).join('; ')}`);
+    for (const s of sent) {
+      const a = answered(s);
+      assert.ok(a.status === 200 || a.status === 409, `${s.action} ${s.vassal}: ${a.status} ${JSON.stringify(a.body)}`);
+      assert.ok(Number.isInteger(seq(a)), `${s.action} ${s.vassal}: no X-Emperor-Seq`);
+      if (a.status === 200) assert.equal((a.body as VassalStatus).state, wants(s.action), `${s.action} ${s.vassal} answered ${JSON.stringify(a.body)}`);
+      else assert.match((a.body as { error: string }).error, /superseded/);
+    }
+    for (const n of names) {
+      const mine = sent.filter((s) => s.vassal === n).sort((p, q) => seq(answered(p)) - seq(answered(q)));
+      const last = mine[mine.length - 1]!;
+      assert.equal(answered(last).status, 200, `the last request for ${n} is carried out`);
+      assert.equal((await emp.vassal(n)).state, wants(last.action), `${n} ends as its last request (${last.action}) asked`);
+    }
+  });
+});
