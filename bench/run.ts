@@ -11,11 +11,12 @@ import { checks } from './checks.js';
 import { consul } from './consul.js';
 import { core } from './core.js';
 import { etcd } from './etcd.js';
+import { load } from './load.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, checks, etcd, consul];
+const SECTIONS: readonly Section[] = [core, checks, load, etcd, consul];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
