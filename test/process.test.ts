@@ -1,4 +1,5 @@
 // The process layer against real processes, real files and the real /proc.
+import { spawn } from 'node:child_process';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -7,7 +8,6 @@ import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import {
   Guardian,
   MAX_LINE,
@@ -150,14 +150,9 @@ const exitOf = (child: Exitable): Promise<void> =>
 
 /** Runs parent.js (a stand-in emperor) and returns the pids it reports. */
 async function startParent(s: Scratch, mode: 'pdeathsig' | 'guardian' | 'exec-fail', parentEnv: Record<string, string> = env) {
-  const parent = execa(process.execPath, [parentScript, processModule, mode, s.dir, tree], {
+  const parent = spawn(process.execPath, [parentScript, processModule, mode, s.dir, tree], {
     env: parentEnv,
-    extendEnv: false,
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'inherit',
-    reject: false,
-    buffer: false,
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   s.killPid(parent.pid);
   const info = await within(firstJsonLine(parent.stdout), `parent.js ${mode} to report`);
@@ -484,9 +479,8 @@ void test('reapLeftovers kills a recorded live group and spares recycled or unve
   const s = scratch(t);
   const records = new PidRecords(path.join(s.dir, 'pids'));
   const spawnGroup = (script: string) => {
-    const child = execa('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore', reject: false, cleanup: false });
+    const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore' });
     s.killGroup(child.pid);
-    void child.then(() => undefined);
     return child.pid ?? 0;
   };
   const victim = spawnGroup('sleep 1000 & exec sleep 1000');

@@ -5,9 +5,9 @@
 // vassals) that holds the list of live process groups and reads it from a pipe. The kernel
 // closes the pipe's write end however the emperor dies, so EOF on stdin means "the emperor is
 // gone": kill every listed group, then exit.
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import type { Writable } from 'node:stream';
-import { execa } from 'execa';
 
 // POSIX builtins only (dash), no fork per line. Each listed group is a shell variable g_<pgid>
 // (a hash lookup: 1,000 vassals cost microseconds, where string surgery on one long list took
@@ -48,25 +48,13 @@ interface Running {
 const noop = (): void => undefined;
 
 function launch(): Running {
-  const child = execa('/bin/sh', ['-c', SCRIPT], {
-    // Own process group: Ctrl-C or a signal to the emperor's group must not reach it.
-    detached: true,
-    stdin: 'pipe',
-    stdout: 'ignore',
-    stderr: 'ignore',
-    env: {},
-    extendEnv: false,
-    reject: false,
-    buffer: false,
-    // execa's cleanup would kill it when the emperor exits: exactly when it has work to do.
-    cleanup: false,
-    forceKillAfterDelay: false,
-  });
+  // Own process group: Ctrl-C or a signal to the emperor's group must not reach it. Nothing
+  // kills it when the emperor exits: that is exactly when it has work to do.
+  const child = spawn('/bin/sh', ['-c', SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
   // None of these may reach the emperor: a missing /bin/sh or a dead guardian (EPIPE) only
   // costs the extra protection.
   child.on('error', noop);
   child.stdin.on('error', noop);
-  child.then(noop, noop);
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.once('error', () => resolve());

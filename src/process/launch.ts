@@ -2,7 +2,7 @@
 // ENOENT from deep inside the spawn, and the setpriv lookup for the parent-death signal.
 import fs from 'node:fs';
 import path from 'node:path';
-import { execaSync } from 'execa';
+import { spawnSync } from 'node:child_process';
 
 /** What execvp and libuv fall back to when the environment has no PATH. */
 const DEFAULT_PATH = '/usr/bin:/bin';
@@ -64,6 +64,6 @@ export function setprivPath(): string | undefined {
 }
 
 function supportsPdeathsig(file: string): boolean {
-  const res = execaSync(file, ['--help'], { reject: false, timeout: 5000, all: true, stdin: 'ignore' });
-  return typeof res.all === 'string' && res.all.includes('--pdeathsig');
+  const res = spawnSync(file, ['--help'], { timeout: 5000, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  return `${res.stdout ?? ''}${res.stderr ?? ''}`.includes('--pdeathsig');
 }

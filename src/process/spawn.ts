@@ -1,8 +1,8 @@
 // Starts one vassal as the leader of its own process group.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
-import { execa, type Options, type ResultPromise } from 'execa';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { Readable, type Writable } from 'node:stream';
 import { GroupProbe, signalGroup } from './group.js';
 import { launchProblem, setprivPath } from './launch.js';
 import { LineSplitter } from './lines.js';
@@ -23,12 +23,6 @@ function notStarted(error: string): VassalProcess {
     groupAlive: () => false,
   };
 }
-
-/**
- * execa's typings only admit the literal fds 3-9, but at run time any integer is handed to
- * child_process.spawn() untouched, which is what we need: the child writes straight to the file.
- */
-const asFdOption = (fd: number): 3 => fd as 3;
 
 function openLog(logFile: string): number {
   fs.mkdirSync(path.dirname(logFile), { recursive: true });
@@ -92,23 +86,14 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   const who = req.identity ? identityArgs(req.identity) : [];
   const argv = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
   const [file = '', ...args] = argv;
-  const options = {
-    cwd: req.cwd,
-    env: { ...req.env },
-    extendEnv: false,
-    detached: true,
-    reject: false,
-    buffer: false,
-    cleanup: false,
-    forceKillAfterDelay: false,
-  } as const;
-
-  // fd 3 is the readiness channel when asked for: the app writes READY=1 to $NOTIFY_FD.
-  const out = sink ? 'pipe' : asFdOption(fd);
-  const stdio = (req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out]) as unknown as Options['stdio'];
-  let child: ResultPromise<Options>;
+  // Without onLine the child writes straight to the log file. fd 3 is the readiness channel
+  // when asked for: the app writes READY=1 to $NOTIFY_FD.
+  const out = sink ? 'pipe' : fd;
+  const stdio: StdioOptions = req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out];
+  let child: ChildProcess;
   try {
-    child = execa(file, args, { ...options, stdio });
+    // detached: the vassal leads its own process group, so the whole group can be signalled.
+    child = spawn(file, args, { cwd: req.cwd, env: { ...req.env }, detached: true, stdio });
   } catch (err) {
     sink?.destroy();
     return notStarted(`spawn failed: ${message(err)}`);
@@ -132,24 +117,14 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     // Only a failed spawn leaves pid unset; other 'error's (a failed kill...) are no exit.
     if (child.pid === undefined) settle({ code: null, signal: null, error: `spawn failed: ${err.message}` });
   });
-  // With reject: false this should only ever resolve; the catch is there so it can never
-  // become an unhandled rejection. It also covers execa's early-error path, where the
-  // spawn threw inside execa and no 'error' event is emitted.
-  child.then(
-    (result) => {
-      if (child.pid === undefined) settle({ code: null, signal: null, error: `spawn failed: ${result.message ?? 'unknown error'}` });
-    },
-    (err: unknown) => {
-      if (child.pid === undefined) settle({ code: null, signal: null, error: `spawn failed: ${message(err)}` });
-    },
-  );
 
   if (sink && req.onLine) {
     teeOutput([[child.stdout, 'stdout'], [child.stderr, 'stderr']], sink, req.onLine);
   }
 
   const probe = new GroupProbe(pid);
-  const notifyStream = req.notify ? ((child.stdio as unknown as Array<Readable | null>)[3] ?? undefined) : undefined;
+  const fd3 = child.stdio[3];
+  const notifyStream = req.notify && fd3 instanceof Readable ? fd3 : undefined;
   // The app may close fd 3 or die; neither is an emperor error.
   notifyStream?.on('error', () => undefined);
   return {
