@@ -22,6 +22,25 @@ export default tseslint.config(
     },
   },
   {
+    // Every test and hook has a deadline: test/support/test.ts adds it (see why there).
+    files: ['test/**/*.ts'],
+    ignores: ['test/support/test.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'node:test',
+              importNames: ['default', 'test', 'it', 'describe', 'suite', 'before', 'after', 'beforeEach', 'afterEach'],
+              message: 'import it from test/support/test.js, which gives every test and hook a deadline',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', 'bin/*'],
     languageOptions: { globals: globals.node },
   },

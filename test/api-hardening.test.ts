@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { EmperorUnderTest, appVassal, makeWorkspace } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';

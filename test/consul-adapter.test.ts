@@ -5,7 +5,7 @@
 // Covers: registration and its TTL check, health updates, heartbeats, deregistration, snapshots
 // (ownership, agent restart, hand-made changes), onReset, failover, tokens, ?dc / consistency,
 // native checks, the "emperor was SIGKILLed" path, TLS, and the connection options.
-import { describe, test, after, type TestContext } from 'node:test';
+import { describe, test, after, type TestContext } from './support/test.js';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type { EventEmitter } from 'node:events';

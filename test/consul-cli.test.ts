@@ -2,7 +2,7 @@
 // agent double (test/consul/double.ts) — or a real agent when EMPEROR_TEST_CONSUL_ADDR=host:port
 // is set (EMPEROR_TEST_CONSUL_TOKEN for its token; tests that need the double are skipped, saying
 // so) — plus the typed library (src/consul) those commands are built on.
-import { describe, test, after, before, type TestContext } from 'node:test';
+import { describe, test, after, before, type TestContext } from './support/test.js';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';

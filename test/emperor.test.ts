@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { EmperorUnderTest, makeWorkspace, appVassal } from './support/emperor.js';
 import { fixture } from './support/paths.js';
 import { waitFor } from './support/wait.js';

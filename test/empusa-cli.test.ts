@@ -1,6 +1,6 @@
 // `emperor service register|unregister|list` (empusa's CLI) run as a real process against a real
 // etcd: flags, empusa's environment variables, --ttl, --refresh-every, and its error messages.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after } from './support/test.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';

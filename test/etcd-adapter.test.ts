@@ -1,7 +1,7 @@
 // The etcd registry adapter against a real etcd (test/support/etcd.ts): layout, transactions,
 // batching, the lease, snapshots for anti-entropy, outages, failover and auth; plus the
 // connection options' validation.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after } from './support/test.js';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';

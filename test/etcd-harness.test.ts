@@ -1,6 +1,6 @@
 // Checks the real-etcd test harness (test/support/etcd.ts) and how the etcd3 client behaves against
 // Debian's etcd (3.4 on bookworm): KV, outage/recovery on the same ports and data, leases, and auth.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after } from './support/test.js';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, type IOptions } from 'etcd3';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { Worker } from 'node:worker_threads';
 import { parseVassal } from '../src/config/index.js';
 import { FIXED_COUNT, SEEDS, VASSAL_DIR, inputAt } from './fixtures/fuzz/inputs.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it } from './support/test.js';
 import { PidRecords } from '../src/process/records.js';
 import { readStat } from '../src/process/procfs.js';
 import { EmperorUnderTest, makeWorkspace, appVassal } from './support/emperor.js';

@@ -1,6 +1,6 @@
 // The process layer against real processes, real files and the real /proc.
 import { spawn } from 'node:child_process';
-import { test, type TestContext } from 'node:test';
+import { test, type TestContext } from './support/test.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it, type TestContext } from './support/test.js';
 import { Etcd3 } from 'etcd3';
 import { startConsulDouble, type ConsulDouble } from './consul/double.js';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { Etcd3 } from 'etcd3';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { startEtcd, type EtcdServer } from './support/etcd.js';

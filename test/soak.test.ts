@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, it } from 'node:test';
+import { describe, it } from './support/test.js';
 
 // Compiled to <outDir>/test/soak.test.js; the soak runner is <outDir>/soak/run.js.
 const RUNNER = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'soak', 'run.js');

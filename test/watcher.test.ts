@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, it } from 'node:test';
+import { afterEach, describe, it } from './support/test.js';
 import { VassalDirWatcher, type FileVerdict } from '../src/watch/watcher.js';
 import { isLegal, TRANSITIONS } from '../src/vassal/states.js';
 

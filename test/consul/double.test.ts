@@ -1,7 +1,7 @@
 // Checks the Consul agent test double (test/consul/double.ts) over real HTTP. Every assertion is
 // written in terms of Consul's documented behaviour (status codes, bodies, field names), so the same
 // expectations would hold against a real dev agent; the deliberate differences are in DOUBLE.md.
-import { describe, test, before, after, beforeEach } from 'node:test';
+import { describe, test, before, after, beforeEach } from '../support/test.js';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';

@@ -8,6 +8,12 @@ import { callApi } from '../../src/api/client.js';
 import type { EmperorStatus, VassalStatus } from '../../src/emperor/emperor.js';
 import { binEmperor } from './paths.js';
 
+/**
+ * How long a wait for a log event lasts by default. Generous: on a busy machine starting a node
+ * app alone can take seconds, and a wait that ends too early is a flaky test, not a finding.
+ */
+const WAIT_MS = 30_000;
+
 export interface LogEntry {
   level: string;
   message: string;
@@ -31,6 +37,9 @@ export async function makeWorkspace(prefix = 'emperor-test-'): Promise<{ root: s
   return ws;
 }
 
+/** Longest a CLI command or an emperor's exit is waited for before it is killed and the wait fails. */
+const PROCESS_DEADLINE_MS = 60_000;
+
 /** Run the real CLI (bin/emperor) and collect its output. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, as?: { uid: number; gid: number }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
@@ -39,8 +48,18 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, as?
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`emperor ${args.join(' ')} did not finish within ${PROCESS_DEADLINE_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, PROCESS_DEADLINE_MS);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -87,7 +106,7 @@ export class EmperorUnderTest extends EventEmitter {
     emp.as = as;
     running.add(emp);
     void emp.exited.then(() => running.delete(emp));
-    await emp.waitFor((e) => e.event === 'started', 'emperor started', 0, 20000);
+    await emp.waitFor((e) => e.event === 'started', 'emperor started', 0);
     return emp;
   }
 
@@ -101,7 +120,7 @@ export class EmperorUnderTest extends EventEmitter {
   }
 
   /** Resolve with the first log entry at index ≥ since that matches. */
-  waitFor(pred: (e: LogEntry) => boolean, what: string, since = 0, timeoutMs = 15000): Promise<LogEntry> {
+  waitFor(pred: (e: LogEntry) => boolean, what: string, since = 0, timeoutMs = WAIT_MS): Promise<LogEntry> {
     const hit = this.entries.slice(since).find(pred);
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {
@@ -171,10 +190,21 @@ export class EmperorUnderTest extends EventEmitter {
     return p;
   }
 
-  /** SIGTERM (or another signal) and wait for the process to exit. */
+  /** SIGTERM (or another signal) and wait for the process to exit; SIGKILL and fail if it does not. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-    return this.exited;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.child.kill('SIGKILL');
+        reject(new Error(`emperor did not exit within ${PROCESS_DEADLINE_MS} ms of ${signal}\nstderr: ${this.stderr}\nlog tail:\n${this.tail()}`));
+      }, PROCESS_DEADLINE_MS);
+    });
+    try {
+      return await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
