@@ -583,6 +583,9 @@ void describe('etcd adapter: outages', () => {
 void describe('etcd adapter: user/password auth', () => {
   const rootPassword = 'root-secret-pw';
   const userPassword = 'emperor-secret-pw';
+  // etcd checks a password with bcrypt, which alone can take seconds on a busy machine: these
+  // tests are about what auth allows, so their calls get time enough (not the 1 s used above).
+  const patient = { callTimeoutMs: 30_000 };
   let etcd: EtcdServer;
   let dir: string;
   before(async () => {
@@ -598,7 +601,7 @@ void describe('etcd adapter: user/password auth', () => {
   void test('password from the environment', async () => {
     const cfg = config([etcd.endpoint], '/emperor/env', { etcdUser: 'emperor' }, { EMPEROR_ETCD_PASSWORD: userPassword });
     assert.ok(!cfg.description.includes(userPassword));
-    const a = await adapter(cfg);
+    const a = await adapter(cfg, undefined, patient);
     assert.ok(!a.description.includes(userPassword));
     await a.apply([put(reg('x'))]);
     assert.equal((await a.snapshot()).get(reg('x').id)?.fingerprint, a.fingerprint(reg('x')));
@@ -611,14 +614,14 @@ void describe('etcd adapter: user/password auth', () => {
   void test('password from a file', async () => {
     const file = path.join(dir, 'password');
     await writeFile(file, `${userPassword}\n`, { mode: 0o600 });
-    const a = await adapter(config([etcd.endpoint], '/emperor/file', { etcdUser: 'emperor', etcdPasswordFile: file }));
+    const a = await adapter(config([etcd.endpoint], '/emperor/file', { etcdUser: 'emperor', etcdPasswordFile: file }), undefined, patient);
     await a.apply([put(reg('y'))]);
     assert.equal((await a.snapshot()).size, 1);
   });
 
   void test('a wrong password fails with a clear message that shows no password', async () => {
     const wrong = 'wrong-secret-pw';
-    const a = await adapter(config([etcd.endpoint], '/emperor/wrong', { etcdUser: 'emperor' }, { EMPUSA_ETCD_PASSWORD: wrong }));
+    const a = await adapter(config([etcd.endpoint], '/emperor/wrong', { etcdUser: 'emperor' }, { EMPUSA_ETCD_PASSWORD: wrong }), undefined, patient);
     for (const op of [() => a.apply([put(reg('z'))]), () => a.snapshot()]) {
       await assert.rejects(op(), (err: Error) => {
         assert.match(err.message, /authentication failed for etcd user "emperor"/);
@@ -631,12 +634,12 @@ void describe('etcd adapter: user/password auth', () => {
   });
 
   void test('no credentials: the error says that etcd wants them', async () => {
-    const a = await adapter(config([etcd.endpoint], '/emperor/anon'));
+    const a = await adapter(config([etcd.endpoint], '/emperor/anon'), undefined, patient);
     await assert.rejects(a.apply([put(reg('z'))]), /etcd requires authentication: set --etcd-user/);
   });
 
   void test('outside the granted prefix: permission denied, naming the root', async () => {
-    const a = await adapter(config([etcd.endpoint], '/elsewhere', { etcdUser: 'emperor' }, { EMPEROR_ETCD_PASSWORD: userPassword }));
+    const a = await adapter(config([etcd.endpoint], '/elsewhere', { etcdUser: 'emperor' }, { EMPEROR_ETCD_PASSWORD: userPassword }), undefined, patient);
     await assert.rejects(a.apply([put(reg('z'))]), /permission denied for etcd user "emperor": it needs read\/write on \/elsewhere\//);
   });
 });
