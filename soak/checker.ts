@@ -157,6 +157,8 @@ export class Checker {
   constructor(
     private readonly world: World,
     private readonly ledger: Ledger,
+    /** Every bound (and the rest of a floor's window) times this: --bound-factor. */
+    private readonly boundFactor = 1,
   ) {}
 
   start(): void {
@@ -448,13 +450,15 @@ export class Checker {
         this.ledger.debug(`condition: ${c.detail}`);
       }
       ep.cond = c;
-      const deadline = Math.max(ep.since + c.bound, c.floor);
+      const bound = c.bound * this.boundFactor;
+      const floor = c.floor > ep.since ? ep.since + (c.floor - ep.since) * this.boundFactor : c.floor;
+      const deadline = Math.max(ep.since + bound, floor);
       if (!ep.counted && now > deadline) {
         ep.counted = true;
         this.ledger.violation(
           c.no,
           c.what,
-          `${c.detail} — for ${now - ep.since} ms (bound ${c.bound} ms${c.floor > ep.since + c.bound ? `, extended to ${c.floor - ep.since} ms by ${c.floorClass.replace(/^\w+: /, '')}` : ''})${c.vassal ? this.world.context(c.vassal) : ''}`,
+          `${c.detail} — for ${now - ep.since} ms (bound ${bound} ms${floor > ep.since + bound ? `, extended to ${floor - ep.since} ms by ${c.floorClass.replace(/^\w+: /, '')}` : ''})${c.vassal ? this.world.context(c.vassal) : ''}`,
         );
       }
     }

@@ -56,6 +56,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export interface DriverOptions {
   readonly maxVassals: number;
   readonly durationMs: number;
+  /** Multiplies SIGKILL_CLEAN_MS (see --bound-factor). */
+  readonly boundFactor: number;
 }
 
 export class Driver {
@@ -356,13 +358,14 @@ export class Driver {
     const pid = w.emperor!.pid;
     await w.killEmperor();
     const killedAt = w.lastKillAt;
+    const cleanMs = SIGKILL_CLEAN_MS * this.opts.boundFactor;
     this.ledger.progress(`SIGKILLed emperor pid ${pid} (${before.length} vassal processes); restarting in ${restartDelayMs} ms`);
     const check = (async (): Promise<void> => {
-      await sleep(Math.max(0, killedAt + SIGKILL_CLEAN_MS - Date.now()));
+      await sleep(Math.max(0, killedAt + cleanMs - Date.now()));
       const left = w.stillAlive(before);
       if (left.length > 0) {
         const desc = before.filter((b) => left.some((l) => l.pid === b.pid)).map((b) => `${b.vassal}:${b.pid}${b.leader ? '(leader)' : ''}`);
-        this.ledger.violation(3, 'vassal processes survived an emperor SIGKILL', `${left.length} still alive ${SIGKILL_CLEAN_MS} ms after SIGKILL of emperor ${pid}: ${desc.join(', ')}`);
+        this.ledger.violation(3, 'vassal processes survived an emperor SIGKILL', `${left.length} still alive ${cleanMs} ms after SIGKILL of emperor ${pid}: ${desc.join(', ')}`);
       }
     })();
     this.background.push(check);

@@ -16,10 +16,11 @@ import { mulberry32 } from './prng.js';
 import { MAX_STOP_TIMEOUT_MS } from './vassals.js';
 import { SETTINGS, World } from './world.js';
 
-const USAGE = `usage: npm run soak -- [--minutes M] [--seed S] [--vassals N] [--verbose]
+const USAGE = `usage: npm run soak -- [--minutes M] [--seed S] [--vassals N] [--bound-factor K] [--verbose]
   --minutes M   how long the driver acts (fractional ok; default 1)
   --seed S      PRNG seed, an integer (default: random, printed)
   --vassals N   most vassal files at once (default 12; about two thirds are deployed at start)
+  --bound-factor K  multiply every convergence bound by K (default 1; the test command uses 10)
   --verbose     print every action, condition and convergence to stderr`;
 
 /** Resource growth rule (generous): measured after settling, with the same number of vassals. */
@@ -35,6 +36,7 @@ interface Options {
   seed: number;
   seedGiven: boolean;
   vassals: number;
+  boundFactor: number;
   verbose: boolean;
 }
 
@@ -47,6 +49,7 @@ function parse(argv: string[]): Options | string {
         minutes: { type: 'string', default: '1' },
         seed: { type: 'string' },
         vassals: { type: 'string', default: '12' },
+        'bound-factor': { type: 'string', default: '1' },
         verbose: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -60,13 +63,15 @@ function parse(argv: string[]): Options | string {
   if (!Number.isFinite(minutes) || minutes <= 0) return `--minutes: expected a positive number, got ${values.minutes}`;
   const vassals = Number(values.vassals);
   if (!Number.isInteger(vassals) || vassals < 2 || vassals > 40) return `--vassals: expected an integer from 2 to 40, got ${values.vassals}`;
+  const boundFactor = Number(values['bound-factor']);
+  if (!Number.isFinite(boundFactor) || boundFactor < 1) return `--bound-factor: expected a number of at least 1, got ${values['bound-factor']}`;
   let seed: number;
   if (values.seed !== undefined) {
     seed = Number(values.seed);
     if (!Number.isSafeInteger(seed) || seed < 0) return `--seed: expected a non-negative integer, got ${values.seed}`;
     seed = seed >>> 0;
   } else seed = Math.floor(Math.random() * 2 ** 31);
-  return { minutes, seed, seedGiven: values.seed !== undefined, vassals, verbose: values.verbose };
+  return { minutes, seed, seedGiven: values.seed !== undefined, vassals, boundFactor, verbose: values.verbose };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -221,8 +226,8 @@ async function main(): Promise<number> {
     await world.setup();
     ledger.progress(`etcd at ${world.etcd.endpoint}, Consul double at ${world.consul.address}, workspace ${world.ws.root}, run id ${world.runId}`);
     await world.startEmperor();
-    driver = new Driver(world, ledger, mulberry32(o.seed), { maxVassals: o.vassals, durationMs });
-    checker = new Checker(world, ledger);
+    driver = new Driver(world, ledger, mulberry32(o.seed), { maxVassals: o.vassals, durationMs, boundFactor: o.boundFactor });
+    checker = new Checker(world, ledger, o.boundFactor);
     checker.start();
     await driver.deployInitial(initial);
     await sleep(SETTLE_MS);

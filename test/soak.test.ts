@@ -30,7 +30,9 @@ function runSoak(args: string[], timeoutMs: number): Promise<{ code: number | nu
 
 describe('soak', () => {
   it('survives a minute of seeded chaos with zero invariant violations', { timeout: 180_000 }, async () => {
-    const r = await runSoak(['--minutes', '1', '--seed', String(SEED)], 170_000);
+    // The bounds are how fast the emperor converges on an idle machine (npm run soak judges
+    // them); here, on a machine as busy as it may be, ten times that judges that it converges.
+    const r = await runSoak(['--minutes', '1', '--seed', String(SEED), '--bound-factor', '10'], 170_000);
     const report = `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr (tail)\n${r.stderr.slice(-4000)}`;
     const steps = /^steps\s+(\d+)$/m.exec(r.stdout);
     const total = /^violations total\s+(\d+)$/m.exec(r.stdout);
