@@ -6,6 +6,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { callApi } from '../../src/api/client.js';
 import type { EmperorStatus, VassalStatus } from '../../src/emperor/emperor.js';
+import { readableEmperorBin } from './install.js';
 import { binEmperor } from './paths.js';
 
 /**
@@ -37,13 +38,16 @@ export async function makeWorkspace(prefix = 'emperor-test-'): Promise<{ root: s
   return ws;
 }
 
+/** bin/emperor, or for another user a copy that user can reach wherever the checkout lives. */
+const binFor = (as: { uid: number; gid: number } | undefined): string => (as === undefined ? binEmperor : readableEmperorBin());
+
 /** Longest a CLI command or an emperor's exit is waited for before it is killed and the wait fails. */
 const PROCESS_DEADLINE_MS = 60_000;
 
 /** Run the real CLI (bin/emperor) and collect its output. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, as?: { uid: number; gid: number }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [binEmperor, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) });
+    const child = spawn(process.execPath, [binFor(as), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -99,7 +103,7 @@ export class EmperorUnderTest extends EventEmitter {
   ): Promise<EmperorUnderTest> {
     const child = spawn(
       process.execPath,
-      [binEmperor, '--vassals', ws.vassals, '--state-dir', ws.state, '--logs-dir', ws.logs, '--log-format', 'json', ...extraArgs],
+      [binFor(as), '--vassals', ws.vassals, '--state-dir', ws.state, '--logs-dir', ws.logs, '--log-format', 'json', ...extraArgs],
       { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) },
     );
     const emp = new EmperorUnderTest(child, ws);
