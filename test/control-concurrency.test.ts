@@ -2,7 +2,7 @@
 // racing each other. Every request must be answered (the resulting state, or a 409) within a
 // bound, and each vassal must end in the state its last request asked for.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { requestApi, type ApiAnswer } from '../src/api/client.js';
 import type { VassalStatus } from '../src/emperor/emperor.js';
 import { EmperorUnderTest, appVassal, makeWorkspace } from './support/emperor.js';

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it } from './support/test.js';
 import { EmperorUnderTest, appVassal, makeWorkspace } from './support/emperor.js';
 import { fixture } from './support/paths.js';
 
