@@ -72,7 +72,19 @@ void describe('parseVassal: formats and defaults', () => {
       service: null,
       user: null,
       group: null,
+      logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
     });
+  });
+
+  void it('logs: sizes like 10M or 512K, keep, 0 to never rotate; bad values named', () => {
+    assert.deepEqual(ok(withCommand(`logs: { max_size: 512K, keep: 2 }\n`)).logs, { maxBytes: 512 * 1024, keep: 2 });
+    assert.deepEqual(ok(withCommand(`logs: { max_size: 1.5M }\n`)).logs, { maxBytes: 1.5 * 1024 * 1024, keep: 5 });
+    assert.deepEqual(ok(withCommand(`logs: { max_size: 0, keep: 0 }\n`)).logs, { maxBytes: 0, keep: 0 });
+    assert.deepEqual(ok(withCommand(`logs: { max_size: 2048 }\n`)).logs, { maxBytes: 2048, keep: 5 });
+    assert.match(fails(withCommand(`logs: { max_size: ten }\n`)).message, /logs\.max_size: expected a size like 10M/);
+    assert.match(fails(withCommand(`logs: { max_size: 100 }\n`)).message, /logs\.max_size: expected .*at least 1K/);
+    assert.match(fails(withCommand(`logs: { keep: -1 }\n`)).message, /logs\.keep: expected a whole number from 0 to 100/);
+    assert.match(fails(withCommand(`logs: { size: 1M }\n`)).message, /logs\.size: unknown field \(allowed: max_size, keep\)/);
   });
 
   void it('exports defaults that match what an empty document gets', () => {
@@ -299,7 +311,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group, logs)',
       ),
       error.message,
     );

@@ -24,6 +24,10 @@ import {
   type VassalProcess,
 } from '../src/process/index.js';
 import { LineSplitter } from '../src/process/lines.js';
+import type { OutputSink, StreamName } from '../src/process/types.js';
+import { VassalOutput } from '../src/output/capture.js';
+import { MirrorTap } from '../src/output/mirror.js';
+import { silentLogger } from '../src/log/logger.js';
 import { fixture } from './support/paths.js';
 import { waitFor } from './support/wait.js';
 
@@ -96,8 +100,24 @@ async function within<T>(p: Promise<T>, what: string, ms = 10000): Promise<T> {
   }
 }
 
+/** The emperor's output path (log file, no rotation) plus, when asked, every line unthrottled. */
+function logTo(file: string, onLine?: (line: string, stream: StreamName) => void): OutputSink & { out: VassalOutput } {
+  const out = new VassalOutput({ name: 'v', file, policy: { maxBytes: 0, keep: 0 }, logger: silentLogger() });
+  const lines = onLine ? new MirrorTap({ linesPerSec: 1e9, burst: 1e9 }, { line: onLine, suppressing: () => undefined, resumed: () => undefined }) : undefined;
+  return {
+    out,
+    attach(streams) {
+      out.attach(streams);
+      for (const [stream, name] of streams) {
+        stream?.on('data', (chunk: Buffer) => lines?.push(chunk, name));
+        stream?.once('end', () => lines?.end(name));
+      }
+    },
+  };
+}
+
 function start(s: Scratch, argv: readonly string[], extra: Partial<SpawnRequest> = {}): VassalProcess {
-  const proc = spawnVassal({ name: 'v', argv, cwd: s.dir, env, logFile: path.join(s.dir, 'logs', 'v.log'), ...extra });
+  const proc = spawnVassal({ name: 'v', argv, cwd: s.dir, env, output: logTo(path.join(s.dir, 'logs', 'v.log')), ...extra });
   s.killGroup(proc.pgid);
   return proc;
 }
@@ -116,7 +136,7 @@ async function startTree(s: Scratch, flags: string[], withOnLine = false): Promi
   const onLine = (line: string, stream: string): void => {
     lines.push([stream, line]);
   };
-  const proc = start(s, [process.execPath, tree, 'leader', ...flags], withOnLine ? { onLine } : {});
+  const proc = start(s, [process.execPath, tree, 'leader', ...flags], withOnLine ? { output: logTo(logFile, onLine) } : {});
   assert.ok(proc.pid > 0, 'tree.js started');
   let match = null as RegExpExecArray | null;
   await waitFor(() => {
@@ -203,36 +223,36 @@ void test('a relative command with a slash resolves against cwd', async (t) => {
 
 // ---- output -------------------------------------------------------------------------------
 
-void test('output goes straight into the log file, appended, and the emperor keeps no fd', async (t) => {
+void test('output reaches the log file through the emperor, appended across runs', async (t) => {
   const s = scratch(t);
   const logFile = path.join(s.dir, 'new', 'dir', 'v.log');
-  const proc = start(s, ['/bin/sh', '-c', 'echo out; echo err >&2'], { logFile });
-  // Checked right after spawn: our copy of the fd is closed already.
-  const ours = fs.readdirSync('/proc/self/fd').filter((fd) => {
+  const sink = logTo(logFile);
+  const proc = start(s, ['/bin/sh', '-c', 'echo out; echo err >&2'], { output: sink });
+  // The child's stdout and stderr lead to the emperor (libuv uses socketpairs), never to the file.
+  const fds = ['1', '2'].map((fd) => {
     try {
-      return fs.readlinkSync(`/proc/self/fd/${fd}`) === logFile;
+      return fs.readlinkSync(`/proc/${proc.pid}/fd/${fd}`);
     } catch {
-      return false;
+      return 'pipe:gone';
     }
   });
-  assert.deepEqual(ours, []);
+  for (const target of fds) assert.match(target, /^(pipe|socket):/);
   await within(proc.exited, 'exit');
-  // The child wrote the file itself, so it is complete the moment the child has exited.
-  assert.equal(fs.readFileSync(logFile, 'utf8'), 'out\nerr\n');
+  await waitFor(() => fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').length === 8, 'both lines in the log');
+  assert.deepEqual(fs.readFileSync(logFile, 'utf8').split('\n').sort(), ['', 'err', 'out']);
+  assert.equal(fs.statSync(logFile).mode & 0o777, 0o640, 'logs are not world-readable');
 
-  const again = start(s, ['/bin/sh', '-c', 'echo second'], { logFile });
+  const again = start(s, ['/bin/sh', '-c', 'echo second'], { output: sink });
   await within(again.exited, 'exit');
-  assert.equal(fs.readFileSync(logFile, 'utf8'), 'out\nerr\nsecond\n');
+  await waitFor(() => fs.readFileSync(logFile, 'utf8').endsWith('second\n'), 'the second run appended');
+  assert.equal(fs.readFileSync(logFile, 'utf8').length, 'out\nerr\nsecond\n'.length);
 });
 
-void test('onLine gets stdout and stderr lines, capped, and the log file gets every byte', async (t) => {
+void test('mirrored lines: stdout and stderr, capped; the log file gets every byte', async (t) => {
   const s = scratch(t);
   const logFile = path.join(s.dir, 'v.log');
   const lines: Array<[string, string]> = [];
-  const proc = start(s, [process.execPath, fixture('process/output.js')], {
-    logFile,
-    onLine: (line, stream) => lines.push([stream, line]),
-  });
+  const proc = start(s, [process.execPath, fixture('process/output.js')], { output: logTo(logFile, (line, stream) => lines.push([stream, line])) });
   assert.deepEqual(await within(proc.exited, 'exit'), { code: 0, signal: null });
   await waitFor(() => lines.some(([, l]) => l === 'tail without newline'), 'the trailing partial line');
 
@@ -287,7 +307,7 @@ void test('a missing command, a missing cwd or a non-executable file give an err
   ];
   fs.writeFileSync(path.join(s.dir, 'data.txt'), 'not a program\n', { mode: 0o644 });
   for (const [req, error] of cases) {
-    const proc = start(s, req.argv ?? [], { ...req, logFile });
+    const proc = start(s, req.argv ?? [], { ...req, output: logTo(logFile) });
     assert.equal(proc.pid, 0);
     assert.equal(proc.startTime, undefined);
     const info = await within(proc.exited, 'exited of a vassal that never started', 1000);

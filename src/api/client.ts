@@ -55,6 +55,9 @@ export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: 
         reject(new NoEmperorError(`no emperor is running: nothing answers on ${socketPath} (start one with \`emperor --vassals DIR\`, or point --state-dir / EMPEROR_STATE_DIR at its state directory)`));
       } else if (err.code === 'EACCES') {
         reject(new NoEmperorError(`permission denied on ${socketPath}: the control socket belongs to the user running the emperor`));
+      } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+        // The emperor accepted nothing or hung up: out of file descriptors it refuses connections.
+        reject(new ApiError(`the emperor on ${socketPath} closed the connection without answering (${err.code}); if its log shows EMFILE it is out of file descriptors, try again`, 0));
       } else reject(err);
     });
     req.end();

@@ -47,3 +47,28 @@ export function clientErrorHandler(body: (status: number, reason: string, code: 
     lingeringClose(socket, `HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
   };
 }
+
+/** Between two reports of a listening server's errors (each refused connection repeats it). */
+const SERVER_ERROR_REPORT_MS = 10_000;
+
+/**
+ * An 'error' listener for a server that is already listening. Out of file descriptors, accept()
+ * fails and Node emits 'error' on the server: without a listener that kills the emperor. The
+ * connection is refused (libuv closes it), the server keeps listening; this says so, at most
+ * once every ten seconds.
+ */
+export function keepListening(what: string, report: (message: string) => void): (err: NodeJS.ErrnoException) => void {
+  let lastAt = -Infinity;
+  let missed = 0;
+  return (err) => {
+    const now = Date.now();
+    if (now - lastAt < SERVER_ERROR_REPORT_MS) {
+      missed++;
+      return;
+    }
+    const more = missed > 0 ? ` (and ${missed} more since the last report)` : '';
+    lastAt = now;
+    missed = 0;
+    report(`${what}: ${err.code ?? ''} ${err.message}${more}; still listening`.replace(/: {2}/, ': '));
+  };
+}

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import { clientErrorHandler, lingeringClose } from './hardening.js';
+import { clientErrorHandler, keepListening, lingeringClose } from './hardening.js';
 import net from 'node:net';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
@@ -115,6 +115,7 @@ export async function startControlServer(emperor: Emperor, socketPath: string, l
     });
   });
   await fs.chmod(socketPath, 0o600);
+  server.on('error', keepListening('control socket', (m) => logger.warn(m, { event: 'api-error' })));
   return {
     socketPath,
     close: async () => {
@@ -165,6 +166,10 @@ async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.Ser
     if (parts.length === 2 && parts[1] === 'status') {
       allow(method, 'GET');
       return send(res, 200, emperor.status());
+    }
+    if (parts.length === 2 && parts[1] === 'reopen-logs') {
+      allow(method, 'POST');
+      return send(res, 200, { reopened: emperor.reopenLogs() });
     }
     if (parts.length === 2 && parts[1] === 'reload') {
       allow(method, 'POST');

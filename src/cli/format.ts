@@ -32,7 +32,10 @@ export function formatStatusTable(s: EmperorStatus, now = Date.now()): string {
     ]);
   }
   const errors = s.vassals.filter((v) => v.fileError).map((v) => `${v.name}: ${v.fileError}`);
-  return table(rows) + (errors.length ? `\n\nfile errors:\n${errors.join('\n')}` : '');
+  const dropped = s.vassals.filter((v) => v.output.droppedBytes > 0).map((v) => `${v.name}: ${v.output.droppedBytes} bytes`);
+  return (
+    table(rows) + (errors.length ? `\n\nfile errors:\n${errors.join('\n')}` : '') + (dropped.length ? `\n\ndropped output (not in the log files):\n${dropped.join('\n')}` : '')
+  );
 }
 
 export function formatVassal(v: VassalStatus, now = Date.now()): string {
@@ -48,6 +51,8 @@ export function formatVassal(v: VassalStatus, now = Date.now()): string {
     ['file', v.file],
   ];
   if (v.fileError) lines.push(['file error', v.fileError]);
+  if (v.output.droppedBytes > 0) lines.push(['dropped output', `${v.output.droppedBytes} bytes (could not be written to the log)`]);
+  if (v.output.mirrorSuppressedBytes > 0) lines.push(['not mirrored', `${v.output.mirrorSuppressedBytes} bytes (--mirror-rate; they are in the log file)`]);
   const w = Math.max(...lines.map(([k]) => k.length));
   const head = lines.map(([k, val]) => `${k.padEnd(w)}  ${val}`).join('\n');
   if (v.checks.length === 0) return head;

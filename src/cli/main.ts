@@ -54,6 +54,16 @@ const run = program
   .addOption(new Option('--log-level <level>', 'emperor log level').choices(['error', 'warn', 'info', 'debug']).env('EMPEROR_LOG_LEVEL').default('info'))
   .addOption(new Option('--mirror-output', "copy vassals' output lines into the emperor log").env('EMPEROR_MIRROR_OUTPUT'))
   .addOption(
+    new Option('--mirror-rate <lines>', 'with --mirror-output: at most this many lines per second per vassal (bursts of 5 s worth)')
+      .env('EMPEROR_MIRROR_RATE')
+      .argParser((v: string) => {
+        const n = Number(v);
+        if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--mirror-rate: expected a whole number of lines per second (at least 1), got "${v}"`);
+        return n;
+      })
+      .default(100),
+  )
+  .addOption(
     new Option('--rescan-interval <duration>', 'full directory rescan period (repairs missed events)')
       .env('EMPEROR_RESCAN_INTERVAL')
       .argParser(durationArg('--rescan-interval'))
@@ -102,6 +112,7 @@ run.action(
       logFormat: 'human' | 'json';
       logLevel: string;
       mirrorOutput?: boolean;
+      mirrorRate: number;
       rescanInterval: number;
       settle: number;
       watch: boolean;
@@ -132,6 +143,7 @@ run.action(
         logFormat: o.logFormat,
         logLevel: o.logLevel,
         mirrorOutput: Boolean(o.mirrorOutput),
+        mirrorRate: o.mirrorRate,
         settleMs: o.settle,
         rescanMs: o.rescanInterval,
         useEvents: o.watch,
@@ -201,6 +213,17 @@ program
         const s = await callApi<EmperorStatus>(sock, 'POST', '/v1/reload');
         process.stdout.write(o.json ? JSON.stringify(s, null, 2) + '\n' : formatStatusTable(s) + '\n');
       }
+    }),
+  );
+
+program
+  .command('reopen-logs')
+  .description("close and reopen every vassal's log file (after an external logrotate moved them; same as SIGUSR1)")
+  .addOption(stateDirOption())
+  .action((o: { stateDir: string }) =>
+    withApi(async () => {
+      const r = await callApi<{ reopened: number }>(socketPathIn(o.stateDir), 'POST', '/v1/reopen-logs');
+      process.stdout.write(`reopened ${r.reopened} vassal log(s)\n`);
     }),
   );
 

@@ -21,6 +21,8 @@ export interface RunOptions {
   logFormat: LogFormat;
   logLevel: string;
   mirrorOutput: boolean;
+  /** Mirrored lines per second per vassal. */
+  mirrorRate: number;
   settleMs: number;
   rescanMs: number;
   useEvents: boolean;
@@ -61,6 +63,9 @@ async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string):
   return { registrar, consulAddress };
 }
 
+/** A vassal quiet for this long may then mirror this many seconds' worth of lines at once. */
+const MIRROR_BURST_SECONDS = 5;
+
 /** `emperor run`: supervise a vassals directory until SIGTERM/SIGINT. */
 export async function runEmperor(o: RunOptions): Promise<void> {
   const logger = createLogger({ format: o.logFormat, level: o.logLevel, colors: process.stdout.isTTY });
@@ -82,6 +87,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     logsDir: path.resolve(o.logsDir),
     logger,
     mirrorOutput: o.mirrorOutput,
+    mirrorLimit: { linesPerSec: o.mirrorRate, burst: o.mirrorRate * MIRROR_BURST_SECONDS },
     settleMs: o.settleMs,
     invalidGraceMs: Math.max(300, o.settleMs * 5),
     rescanMs: o.rescanMs,
@@ -91,7 +97,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   let metrics: MetricsServer | undefined;
   if (o.metrics) {
     try {
-      metrics = await startMetricsServer(createMetricsRegistry(() => emperor.status()), o.metrics);
+      metrics = await startMetricsServer(createMetricsRegistry(() => emperor.status()), o.metrics, (m) => logger.warn(m, { event: 'metrics-error' }));
     } catch (err) {
       await server.close();
       throw new Error(`--metrics: cannot listen on ${o.metrics.host}:${o.metrics.port}: ${(err as Error).message}`);
@@ -122,6 +128,10 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGHUP', () => {
     if (!stopping) void emperor.reloadAll();
+  });
+  // For an external logrotate's postrotate (or `emperor reopen-logs`).
+  process.on('SIGUSR1', () => {
+    if (!stopping) emperor.reopenLogs();
   });
   process.on('unhandledRejection', (err) => {
     logger.error(`unhandled rejection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, { event: 'bug' });

@@ -7,6 +7,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { describeValue, expectedGot, isPlainMapping } from './describe.js';
 import { checkDuration, DURATION_EXPECTED, formatDuration, unitHint } from './duration.js';
+import { parseSize, SIZE_EXPECTED } from './size.js';
 
 /** A hint appended to "got <value>", e.g. ` (quote it: "8080")`; empty when none applies. */
 type Hint = (input: unknown) => string;
@@ -252,3 +253,20 @@ export const meta = stringMap('a mapping of keys (letters, digits, _ -; at most 
   const text = String(value);
   return text.length > 512 ? { problem: 'expected at most 512 characters' } : { value: text };
 });
+
+// ---- log rotation -------------------------------------------------------------------------
+
+/** Smallest max_size: rotating every few hundred bytes is a typo, not a policy. */
+const MIN_LOG_SIZE = 1024;
+const LOG_SIZE_EXPECTED = `${SIZE_EXPECTED}, at least 1K, or 0 to never rotate`;
+
+/** "10M", "512K", a number of bytes -> bytes; 0 = never rotate. */
+export const logSize = z.union([z.string(), z.number()], expecting(LOG_SIZE_EXPECTED)).transform((input, ctx) => {
+  const bytes = parseSize(input);
+  if (bytes === undefined || (bytes !== 0 && bytes < MIN_LOG_SIZE)) return refuse(ctx, expectedGot(LOG_SIZE_EXPECTED, input));
+  return bytes;
+});
+
+const MAX_LOG_KEEP = 100;
+const LOG_KEEP_EXPECTED = `a whole number from 0 to ${MAX_LOG_KEEP}`;
+export const logKeep = z.int(expecting(LOG_KEEP_EXPECTED)).min(0, expecting(LOG_KEEP_EXPECTED)).max(MAX_LOG_KEEP, expecting(LOG_KEEP_EXPECTED));

@@ -17,6 +17,8 @@ import {
   execTarget,
   httpTarget,
   keySegment,
+  logKeep,
+  logSize,
   meta,
   notifyFlag,
   portNumber,
@@ -48,6 +50,8 @@ export const DEFAULTS = deepFreeze({
     failuresBeforeCritical: 1,
   },
   stop: { signal: 'SIGTERM', timeoutMs: 10_000, drainMs: 0 },
+  /** 10M × (5 + 1): at most 60 MiB of logs per vassal. */
+  logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
 } as const);
 
 /** `undefined` (the field is absent) becomes null, which the spec uses for "not set". */
@@ -295,6 +299,19 @@ const service = z
     };
   });
 
+// ---- logs ---------------------------------------------------------------------------------
+
+/** Size-based rotation of the vassal's log file (src/output/logfile.ts). */
+const logs = z
+  .strictObject({ max_size: logSize.optional(), keep: logKeep.optional() })
+  .optional()
+  .transform((raw) => ({
+    /** Rotate before the file grows past this many bytes; 0 = never (external logrotate). */
+    maxBytes: raw?.max_size ?? DEFAULTS.logs.maxBytes,
+    /** Rotated files kept (NAME.log.1 … NAME.log.KEEP). */
+    keep: raw?.keep ?? DEFAULTS.logs.keep,
+  }));
+
 // ---- the whole document -------------------------------------------------------------------
 
 // Key order here is the order listed in "unknown field (allowed: ...)" messages.
@@ -317,6 +334,7 @@ export const vassalSchema = z
     /** Run as this user / group (name or numeric id); honoured only when the emperor runs as root. */
     user: orNull(account),
     group: orNull(account),
+    logs,
   })
   // Fields named alike in the file and in the spec pass through as they are.
   .transform(({ command: written, on_critical: onCritical, ...fields }, ctx) => {

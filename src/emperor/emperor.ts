@@ -19,6 +19,8 @@ import type { CheckStatus } from '../config/spec.js';
 import { defaultServiceId, registrationFor, registrationKey } from './registration.js';
 import { ControlQueue, SupersededError, waitState } from './control-queue.js';
 import { formatDuration } from '../config/duration.js';
+import { prepareLogsDir } from '../output/logdir.js';
+import type { MirrorLimit } from '../output/mirror.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -26,6 +28,8 @@ export interface EmperorOptions {
   readonly logsDir: string;
   readonly logger: Logger;
   readonly mirrorOutput: boolean;
+  /** Per-vassal rate limit of mirrored lines (default: DEFAULT_MIRROR_LIMIT). */
+  readonly mirrorLimit?: MirrorLimit;
   readonly settleMs: number;
   readonly invalidGraceMs: number;
   readonly rescanMs: number;
@@ -157,7 +161,8 @@ export class Emperor {
   async start(): Promise<void> {
     const st = await fs.stat(this.opts.vassalsDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new Error(`vassals directory ${this.opts.vassalsDir} does not exist or is not a directory (--vassals / EMPEROR_VASSALS)`);
-    await fs.mkdir(this.opts.logsDir, { recursive: true });
+    const logsDirWarning = await prepareLogsDir(this.opts.logsDir);
+    if (logsDirWarning) this.log.warn(logsDirWarning, { event: 'logs-dir' });
     for (const left of await this.records.reapLeftovers()) {
       this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run (pid ${left.pid}): ${left.reason}`, {
         vassal: left.name,
@@ -269,6 +274,7 @@ export class Emperor {
       logger: this.opts.logger,
       logsDir: this.opts.logsDir,
       mirrorOutput: this.opts.mirrorOutput,
+      ...(this.opts.mirrorLimit ? { mirrorLimit: this.opts.mirrorLimit } : {}),
       baseEnv: this.baseEnv,
       guardian: this.guardian,
       records: this.records,
@@ -369,6 +375,7 @@ export class Emperor {
         health: null,
         checks: [],
         readyAfterMs: null,
+        output: { droppedBytes: 0, mirrorSuppressedBytes: 0 },
         fileError,
       };
     }
@@ -472,6 +479,21 @@ export class Emperor {
     if (iv.identity) this.identities.set(verdict.spec, iv.identity);
     entry.fileError = undefined;
     return verdict.spec;
+  }
+
+  /**
+   * SIGUSR1 and `emperor reopen-logs`: every vassal's log is closed and opened again by path, so
+   * an external logrotate can move the files away (its postrotate runs this). Returns how many.
+   */
+  reopenLogs(): number {
+    let n = 0;
+    for (const e of this.entries.values()) {
+      if (!e.vassal) continue;
+      e.vassal.output.reopen();
+      n++;
+    }
+    this.log.info(`reopening ${n} vassal log(s)`, { event: 'reopen-logs', vassals: n });
+    return n;
   }
 
   /**

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { clientErrorHandler, lingeringClose } from '../api/hardening.js';
+import { clientErrorHandler, keepListening, lingeringClose } from '../api/hardening.js';
 import client from 'prom-client';
 import type { EmperorStatus } from '../emperor/emperor.js';
 
@@ -97,6 +97,26 @@ export function createMetricsRegistry(status: () => EmperorStatus): client.Regis
       }
     },
   });
+  new client.Counter({
+    name: 'emperor_vassal_output_dropped_bytes_total',
+    help: 'Output bytes of the vassal that could not be written to its log file (disk full, file not openable)',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.inc({ vassal: v.name }, v.output.droppedBytes);
+    },
+  });
+  new client.Counter({
+    name: 'emperor_vassal_mirror_suppressed_bytes_total',
+    help: "Output bytes of the vassal not copied into the emperor's log because of the --mirror-rate limit (they are in its log file)",
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.inc({ vassal: v.name }, v.output.mirrorSuppressedBytes);
+    },
+  });
   return registry;
 }
 
@@ -121,7 +141,11 @@ function answer(res: http.ServerResponse, status: number, text: string, headers:
   res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) }).end(text);
 }
 
-export async function startMetricsServer(registry: client.Registry, listen: { host: string; port: number }): Promise<MetricsServer> {
+export async function startMetricsServer(
+  registry: client.Registry,
+  listen: { host: string; port: number },
+  report: (message: string) => void = () => undefined,
+): Promise<MetricsServer> {
   // Slow clients are cut off: bounds on how long a request may take, checked every second.
   const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     // Scrapes have no body; one is refused unread, and the connection closed.
@@ -155,8 +179,12 @@ export async function startMetricsServer(registry: client.Registry, listen: { ho
   server.on('clientError', clientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(listen.port, listen.host, () => resolve());
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
+  server.on('error', keepListening('metrics server', report));
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : listen.port;
   const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;

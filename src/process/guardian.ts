@@ -5,7 +5,7 @@
 // vassals) that holds the list of live process groups and reads it from a pipe. The kernel
 // closes the pipe's write end however the emperor dies, so EOF on stdin means "the emperor is
 // gone": kill every listed group, then exit.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { Writable } from 'node:stream';
 
@@ -48,13 +48,18 @@ interface Running {
 const noop = (): void => undefined;
 
 function launch(): Running {
-  // Own process group: Ctrl-C or a signal to the emperor's group must not reach it. Nothing
-  // kills it when the emperor exits: that is exactly when it has work to do.
-  const child = spawn('/bin/sh', ['-c', SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
-  // None of these may reach the emperor: a missing /bin/sh or a dead guardian (EPIPE) only
-  // costs the extra protection.
+  let child: ChildProcess;
+  try {
+    // Own process group: Ctrl-C or a signal to the emperor's group must not reach it. Nothing
+    // kills it when the emperor exits: that is exactly when it has work to do.
+    child = spawn('/bin/sh', ['-c', SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
+  } catch {
+    return { pid: undefined, stdin: null, exited: Promise.resolve(), ref: noop, kill: () => false };
+  }
+  // None of these may reach the emperor: a missing /bin/sh, no fds left or a dead guardian
+  // (EPIPE) only cost the extra protection; the next vassal start launches a new one.
   child.on('error', noop);
-  child.stdin.on('error', noop);
+  child.stdin?.on('error', noop);
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.once('error', () => resolve());
@@ -62,7 +67,7 @@ function launch(): Running {
   // Neither the process nor the pipe may keep the emperor's event loop alive.
   child.unref();
   if (child.stdin instanceof net.Socket) child.stdin.unref();
-  return { pid: child.pid, stdin: child.stdin, exited, ref: () => child.ref(), kill: (sig) => child.kill(sig) };
+  return { pid: child.pid, stdin: child.pid === undefined ? null : child.stdin, exited, ref: () => child.ref(), kill: (sig) => child.kill(sig) };
 }
 
 export class Guardian {

@@ -1,6 +1,6 @@
 // The process layer: spawning vassals as process groups, stopping them, and making sure
 // nothing survives the emperor by accident.
-export type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
+export type { ExitInfo, OutputSink, SpawnRequest, StreamName, VassalProcess } from './types.js';
 export { spawnVassal } from './spawn.js';
 export { stopGroup, reapGroupAfterExit, type StopResult, type ReapResult } from './stop.js';
 export { Guardian } from './guardian.js';

@@ -6,7 +6,7 @@ export const MAX_LINE = 16 * 1024;
 
 export class LineSplitter {
   // Per stream, so a multi-byte character cut across two chunks is decoded whole.
-  private readonly decoder = new StringDecoder('utf8');
+  private decoder = new StringDecoder('utf8');
   private pending = '';
 
   constructor(
@@ -22,6 +22,12 @@ export class LineSplitter {
   end(): void {
     this.feed(this.decoder.end());
     if (this.pending !== '') this.emitLine(this.pending);
+    this.pending = '';
+  }
+
+  /** Forget the partial line held back (its rest will not be pushed). */
+  discard(): void {
+    this.decoder = new StringDecoder('utf8');
     this.pending = '';
   }
 

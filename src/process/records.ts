@@ -73,11 +73,12 @@ export class PidRecords {
 
   /** Atomic: a reader (the next emperor) sees the old record or the new one, never half of one. */
   async write(name: string, rec: PidRecord): Promise<void> {
-    await fs.mkdir(this.dir, { recursive: true });
+    // Not world-readable: a record holds the vassal's argv, which may carry more than it should.
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const stored = { ...rec, bootId: readBootId() };
     const tmp = path.join(this.dir, `.${encodeURIComponent(name)}.${process.pid}.${++this.seq}.tmp`);
     try {
-      await fs.writeFile(tmp, JSON.stringify(stored) + '\n');
+      await fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600 });
       await fs.rename(tmp, this.file(name));
     } catch (err) {
       await fs.rm(tmp, { force: true });

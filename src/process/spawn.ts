@@ -1,16 +1,32 @@
 // Starts one vassal as the leader of its own process group.
-import fs from 'node:fs';
-import path from 'node:path';
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { Readable, type Writable } from 'node:stream';
+//
+// Every failure of the spawn (out of file descriptors or processes included) becomes one
+// ExitInfo.error: an 'error' event nobody listens to would kill the emperor and every vassal.
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
 import { launchProblem, setprivPath } from './launch.js';
-import { LineSplitter } from './lines.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
 import type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** Errors that mean "the host is out of something right now", worth saying so plainly. */
+const EXHAUSTION: Readonly<Record<string, string>> = {
+  EMFILE: 'the emperor is out of file descriptors (EMFILE)',
+  ENFILE: 'the system is out of file descriptors (ENFILE)',
+  EAGAIN: 'the system refused a new process (EAGAIN: process limit or memory)',
+  ENOMEM: 'out of memory for a new process (ENOMEM)',
+};
+
+function spawnError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EMFILE' || code === 'ENFILE') fdExhausted();
+  const why = code === undefined ? undefined : EXHAUSTION[code];
+  return `spawn failed: ${why ?? message(err)}`;
+}
 
 /** A VassalProcess for a start that never happened; pid 0 is never signalled (see signalGroup). */
 function notStarted(error: string): VassalProcess {
@@ -24,85 +40,33 @@ function notStarted(error: string): VassalProcess {
   };
 }
 
-function openLog(logFile: string): number {
-  fs.mkdirSync(path.dirname(logFile), { recursive: true });
-  return fs.openSync(logFile, 'a');
-}
-
-/**
- * onLine mode: both pipes go into one append stream of the log file, and through a splitter each.
- * pipe() gives back-pressure from the file; the extra 'data' listener sees the same chunks.
- */
-function teeOutput(
-  streams: ReadonlyArray<[Readable | null, 'stdout' | 'stderr']>,
-  sink: Writable,
-  onLine: NonNullable<SpawnRequest['onLine']>,
-): void {
-  let open = 0;
-  for (const [stream, name] of streams) {
-    if (!stream) continue;
-    open += 1;
-    const splitter = new LineSplitter((line) => onLine(line, name));
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      splitter.end();
-      open -= 1;
-      if (open === 0) sink.end();
-    };
-    stream.pipe(sink, { end: false });
-    stream.on('data', (chunk: Buffer | string) => splitter.push(chunk));
-    stream.once('end', finish);
-    stream.once('close', finish);
-    stream.on('error', finish);
-  }
-  if (open === 0) sink.end();
-}
-
 export function spawnVassal(req: SpawnRequest): VassalProcess {
   const problem = launchProblem(req.argv, req.cwd, req.env);
   if (problem !== undefined) return notStarted(problem);
 
-  let fd: number;
-  try {
-    fd = openLog(req.logFile);
-  } catch (err) {
-    return notStarted(`cannot open log file ${req.logFile}: ${message(err)}`);
-  }
-  // With onLine the stream owns fd from here on; without it the child gets a copy of fd.
-  const sink = req.onLine ? fs.createWriteStream(req.logFile, { fd, flags: 'a' }) : undefined;
-  // A full disk must not take the emperor down; the app's own output is what is lost.
-  sink?.on('error', () => undefined);
-
   // setpriv execs the app after prctl(PR_SET_PDEATHSIG), so the pid we get is the app's and
   // the kernel SIGKILLs it if the emperor dies without a chance to clean up.
   const setpriv = setprivPath();
-  if (req.identity && setpriv === undefined) {
-    if (sink) sink.destroy();
-    else fs.closeSync(fd);
-    return notStarted('cannot switch to another user: util-linux setpriv is not installed');
-  }
+  if (req.identity && setpriv === undefined) return notStarted('cannot switch to another user: util-linux setpriv is not installed');
   const who = req.identity ? identityArgs(req.identity) : [];
   const argv = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
   const [file = '', ...args] = argv;
-  // Without onLine the child writes straight to the log file. fd 3 is the readiness channel
-  // when asked for: the app writes READY=1 to $NOTIFY_FD.
-  const out = sink ? 'pipe' : fd;
-  const stdio: StdioOptions = req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out];
+  const shortage = fdShortage();
+  if (shortage !== undefined) return notStarted(`not started: ${shortage}`);
+
+  // Output always comes through the emperor (see src/output): it writes the log, so it can
+  // rotate it and count what could not be written. fd 3 is the readiness channel when asked
+  // for: the app writes READY=1 to $NOTIFY_FD.
+  const out = req.output ? 'pipe' : 'ignore';
+  const stdio: Array<'ignore' | 'pipe'> = req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out];
   let child: ChildProcess;
   try {
-    // detached: the vassal leads its own process group, so the whole group can be signalled.
+    // EMFILE, ENFILE, EAGAIN and ENOENT come as an 'error' event; anything else is thrown here.
     child = spawn(file, args, { cwd: req.cwd, env: { ...req.env }, detached: true, stdio });
   } catch (err) {
-    sink?.destroy();
-    return notStarted(`spawn failed: ${message(err)}`);
-  } finally {
-    // The child holds its own copy now (spawn is synchronous up to exec).
-    if (!sink) fs.closeSync(fd);
+    return notStarted(spawnError(err));
   }
 
-  const pid = child.pid ?? 0;
   let leaderExited = false;
   let settle!: (info: ExitInfo) => void;
   const exited = new Promise<ExitInfo>((resolve) => {
@@ -115,24 +79,31 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   child.once('exit', (code, signal) => settle({ code, signal }));
   child.on('error', (err) => {
     // Only a failed spawn leaves pid unset; other 'error's (a failed kill...) are no exit.
-    if (child.pid === undefined) settle({ code: null, signal: null, error: `spawn failed: ${err.message}` });
+    if (child.pid === undefined) settle({ code: null, signal: null, error: spawnError(err) });
   });
+  // A failed spawn may leave half-made pipes; none of their errors may reach the emperor.
+  const pipes = (child.stdio as ReadonlyArray<Readable | null | undefined> | undefined) ?? [];
+  for (const s of pipes) s?.on('error', () => undefined);
 
-  if (sink && req.onLine) {
-    teeOutput([[child.stdout, 'stdout'], [child.stderr, 'stderr']], sink, req.onLine);
+  const pid = child.pid ?? 0;
+  if (pid === 0) {
+    for (const s of pipes) s?.destroy();
+    return { ...notStarted('spawn failed'), exited };
   }
+  req.output?.attach([
+    [child.stdout ?? undefined, 'stdout'],
+    [child.stderr ?? undefined, 'stderr'],
+  ]);
 
   const probe = new GroupProbe(pid);
-  const fd3 = child.stdio[3];
-  const notifyStream = req.notify && fd3 instanceof Readable ? fd3 : undefined;
-  // The app may close fd 3 or die; neither is an emperor error.
-  notifyStream?.on('error', () => undefined);
+  // The app may close fd 3 or die; neither is an emperor error (the listener is above).
+  const notifyStream = req.notify ? (pipes[3] ?? undefined) : undefined;
   return {
     pid,
     pgid: pid,
     ...(notifyStream ? { notify: notifyStream } : {}),
     // Read now, while the leader cannot have been reaped yet (that needs this event loop).
-    startTime: pid > 0 ? readStatSync(pid)?.startTime : undefined,
+    startTime: readStatSync(pid)?.startTime,
     exited,
     signalGroup: (signal) => signalGroup(pid, signal),
     groupAlive: () => probe.alive(leaderExited),

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { Identity } from './identity.js';
 // Contract between the vassal state machine and the process layer.
 
@@ -10,16 +11,21 @@ export interface ExitInfo {
   readonly error?: string;
 }
 
+export type StreamName = 'stdout' | 'stderr';
+
+/** Where a spawned child's output pipes go; called once, right after a successful spawn. */
+export interface OutputSink {
+  attach(streams: ReadonlyArray<readonly [Readable | undefined, StreamName]>): void;
+}
+
 export interface SpawnRequest {
   readonly name: string;
   readonly argv: readonly string[];
   readonly cwd: string;
   /** Complete environment for the child (the caller merges process.env and the spec env). */
   readonly env: Readonly<Record<string, string>>;
-  /** Append-mode log file receiving both stdout and stderr. */
-  readonly logFile: string;
-  /** When set, every output line is also handed here (the emperor mirrors it into its log). */
-  readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Receives the child's stdout and stderr pipes (see src/output); absent = output discarded. */
+  readonly output?: OutputSink | undefined;
   /** Open a pipe as the child's fd 3 for readiness notification (the caller sets NOTIFY_FD=3). */
   readonly notify?: boolean;
   /** Run as this user (needs root and util-linux setpriv). */

@@ -1,11 +1,10 @@
 // A vassal's process: its environment, spawning it with the emperor's bookkeeping (guardian,
 // pid records), and letting go of it again.
-import path from 'node:path';
 import type { VassalSpec } from '../config/spec.js';
 import { identityEnv, type Identity } from '../process/identity.js';
 import { spawnVassal } from '../process/spawn.js';
 import { reapGroupAfterExit } from '../process/stop.js';
-import type { VassalProcess } from '../process/types.js';
+import type { OutputSink, VassalProcess } from '../process/types.js';
 import type { VassalContext, VassalLog } from './types.js';
 
 /**
@@ -28,8 +27,11 @@ export interface Launched {
   readonly identity: Identity | undefined;
 }
 
-/** Spawn the app for `spec`; a process with pid <= 0 failed to spawn and reports why on exit. */
-export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalLog): Launched {
+/**
+ * Spawn the app for `spec`, its output into `output`; a process with pid <= 0 failed to spawn
+ * and reports why on exit.
+ */
+export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalLog, output: OutputSink): Launched {
   const notify = spec.start.ready.kind === 'notify';
   const identity = ctx.identityFor?.(spec);
   const env = vassalEnv(ctx, spec, identity, ctx.extraEnv?.(spec));
@@ -41,10 +43,7 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
     argv: spec.argv,
     cwd: spec.cwd,
     env,
-    logFile: path.join(ctx.logsDir, `${spec.name}.log`),
-    ...(ctx.mirrorOutput
-      ? { onLine: (line: string, stream: 'stdout' | 'stderr') => ctx.logger.info(line, { vassal: spec.name, event: 'output', stream }) }
-      : {}),
+    output,
   });
   if (proc.pid > 0) {
     ctx.guardian.add(proc.pgid);

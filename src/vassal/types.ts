@@ -3,6 +3,8 @@
 import type { CheckStatus, VassalSpec } from '../config/spec.js';
 import type { CheckState } from '../checks/state.js';
 import type { Logger } from '../log/logger.js';
+import type { OutputStats } from '../output/capture.js';
+import type { MirrorLimit } from '../output/mirror.js';
 import type { Identity } from '../process/identity.js';
 import type { ExitInfo, SpawnRequest, VassalProcess } from '../process/types.js';
 import type { VassalState } from './states.js';
@@ -13,6 +15,8 @@ export interface VassalContext {
   readonly logsDir: string;
   /** Copy every output line into the emperor's log, labelled with the vassal name. */
   readonly mirrorOutput: boolean;
+  /** Per-vassal rate limit of that copy (default: DEFAULT_MIRROR_LIMIT). */
+  readonly mirrorLimit?: MirrorLimit;
   /** Environment every vassal inherits (secrets already removed). */
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Kills recorded groups if the emperor dies without cleaning up. */
@@ -66,6 +70,8 @@ export interface VassalSnapshot {
   readonly checks: Array<CheckState & { readonly resultLagMs: number | null }>;
   /** ms from spawn to ready of the current process. */
   readonly readyAfterMs: number | null;
+  /** Output accounting since the vassal was deployed. */
+  readonly output: OutputStats;
 }
 
 export function describeExit(info: ExitInfo): string {

@@ -1,8 +1,11 @@
 import { EventEmitter } from 'node:events';
+import path from 'node:path';
 import type { CheckStatus, VassalSpec } from '../config/spec.js';
 import type { CheckState } from '../checks/state.js';
 import { formatDuration } from '../config/duration.js';
 import type { ExitInfo, VassalProcess } from '../process/types.js';
+import { VassalOutput } from '../output/capture.js';
+import { DEFAULT_MIRROR_LIMIT } from '../output/mirror.js';
 import { Backoff } from './backoff.js';
 import { drainAndStop } from './drain.js';
 import { VassalHealth } from './health.js';
@@ -43,12 +46,22 @@ export class Vassal extends EventEmitter {
   private readonly log: VassalLog = (level, event, message, fields = {}) =>
     this.ctx.logger.log(level, message, { vassal: this.name, event, ...fields });
 
+  /** Log file (and mirror) of every process this vassal runs, with its counters. */
+  readonly output: VassalOutput;
+
   constructor(
     spec: VassalSpec,
     private readonly ctx: VassalContext,
   ) {
     super();
     this._spec = spec;
+    this.output = new VassalOutput({
+      name: spec.name,
+      file: path.join(ctx.logsDir, `${spec.name}.log`),
+      policy: spec.logs,
+      logger: ctx.logger,
+      mirror: ctx.mirrorOutput ? (ctx.mirrorLimit ?? DEFAULT_MIRROR_LIMIT) : undefined,
+    });
   }
 
   get name(): string {
@@ -86,6 +99,7 @@ export class Vassal extends EventEmitter {
       health: health ? health.status : null,
       checks: health ? health.states() : [],
       readyAfterMs: this.readyAt === null ? null : this.readyAt - this.spawnedAt,
+      output: this.output.stats(),
     };
   }
 
@@ -213,7 +227,10 @@ export class Vassal extends EventEmitter {
 
   private spawnNow(gen: number): void {
     const spec = this._spec;
-    const launched = launchProcess(this.ctx, spec, this.log);
+    // In tyrant mode (or with user:) the log belongs to the vassal's user, as its files do.
+    const owner = this.ctx.identityFor?.(spec);
+    this.output.configure(spec.logs, owner ? { uid: owner.uid, gid: owner.gid } : undefined);
+    const launched = launchProcess(this.ctx, spec, this.log, this.output);
     const { proc } = launched;
     this.launched = launched;
     this.spawns++;
