@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { after, describe, it } from 'node:test';
+import { after, describe, it } from './support/test.js';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { waitFor } from './support/wait.js';
 
