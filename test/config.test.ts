@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from './support/test.js';
@@ -419,7 +419,7 @@ void describe('file-level problems', () => {
     assert.match(fails(parseVassal(Buffer.from([0x61, 0x3a, 0x20, 0xc3, 0x28]), '/v/web.yaml')).message, /not valid UTF-8/);
   });
 
-  void it('refuses content over 1 MiB but accepts a file of exactly 1 MiB', () => {
+  void it('refuses content over the 64 KiB cap but accepts a file of exactly 64 KiB', () => {
     const padding = (size: number) => `${MINIMAL_YAML}#${'x'.repeat(size - MINIMAL_YAML.length - 1)}`;
     assert.match(fails(yaml(padding(MAX_VASSAL_FILE_BYTES + 1))).message, /too large/);
     assert.equal(Buffer.byteLength(padding(MAX_VASSAL_FILE_BYTES)), MAX_VASSAL_FILE_BYTES);
@@ -467,6 +467,14 @@ void describe('file-level problems', () => {
     assert.match(fails(yaml('command: [a]\n---\ncommand: [b]\n')).message, /more than one YAML document/);
     assert.match(fails(yaml('command: !custom [a]\n')).message, /Unresolved tag/);
     assert.match(fails(yaml('command: [a]\nenv: {A: !!binary aGk=}\n')).message, /Unresolved tag/);
+  });
+
+  void it('refuses a JSON key given twice in one object, as YAML does', () => {
+    assert.equal(fails(parseVassal('{"command":["x"],"command":["y"]}', '/v/web.json')).message, '/v/web.json: invalid JSON at line 1, column 18: duplicate key "command"');
+    // Compared decoded: an escaped spelling is the same key.
+    assert.match(fails(parseVassal('{"command":["x"],\n "env": {"A": "1", "\\u0041": "2"}}', '/v/web.json')).message, /line 2, column 20: duplicate key "A"/);
+    // The same key in different objects, or as a value, is fine.
+    assert.deepEqual(ok(parseVassal('{"command":["env"],"env":{"env":"command"}}', '/v/web.json')).env, { env: 'command' });
   });
 
   void it('reports JSON syntax errors with line and column', () => {
@@ -924,6 +932,48 @@ void describe('loadVassalFile', () => {
     const error = fails(await loadVassalFile(file));
     assert.equal(error.file, file);
     assert.equal(error.field, 'command');
+  });
+
+  void it('with followSymlinks false, refuses a link without reading its target, and says nothing of it', async () => {
+    const secret = path.join(dir, 'secret.txt');
+    await writeFile(secret, 'TOP-SECRET-LINE: 42\n');
+    const link = path.join(dir, 'link.yaml');
+    await symlink(secret, link);
+    const refused = await loadVassalFile(link, { followSymlinks: false });
+    assert.match(fails(refused).message, /is a symbolic link; tyrant mode refuses links/);
+    assert.ok(!fails(refused).message.includes('TOP-SECRET'));
+    assert.equal(refused.ok ? undefined : refused.facts, undefined, 'nothing was opened');
+    // Followed (the default outside tyrant mode), it is the target's content that is judged.
+    assert.match(fails(await loadVassalFile(link)).message, /TOP-SECRET-LINE.*unknown field/);
+  });
+
+  void it('takes the owner, size and bytes from one descriptor, and refuses a sparse file by its size alone', async () => {
+    const file = path.join(dir, 'owned.yaml');
+    await writeFile(file, MINIMAL_YAML);
+    const loaded = await loadVassalFile(file);
+    assert.ok(loaded.ok);
+    const st = await stat(file);
+    assert.deepEqual([loaded.facts.uid, loaded.facts.gid, loaded.facts.ino, loaded.facts.size], [st.uid, st.gid, st.ino, st.size]);
+    // 8 GiB of holes: fstat says how big it is; reading it would take gigabytes.
+    const sparse = path.join(dir, 'sparse.yaml');
+    await writeFile(sparse, '');
+    await truncate(sparse, 8 * 1024 ** 3);
+    const refused = await loadVassalFile(sparse);
+    assert.match(fails(refused).message, /too large \(8589934592 bytes; the limit is 64 KiB\)/);
+  });
+
+  void it('lets a trust check refuse a file before its content is parsed', async () => {
+    const file = path.join(dir, 'distrusted.yaml');
+    await writeFile(file, 'SECRET-CONTENT: [\n');
+    const seen: number[] = [];
+    const refused = await loadVassalFile(file, {
+      trust: (_file, facts) => {
+        seen.push(facts.size);
+        return 'not trusted';
+      },
+    });
+    assert.equal(fails(refused).message, `${file}: not trusted`);
+    assert.deepEqual(seen, [Buffer.byteLength('SECRET-CONTENT: [\n')]);
   });
 
   void it('does not block on a FIFO named like a vassal', async (t) => {

@@ -1,5 +1,6 @@
 // The watcher in-process: settled, deduplicated file events from a real directory.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -118,6 +119,29 @@ describe('VassalDirWatcher', () => {
       s.events.map((e) => e.kind),
       ['upsert', 'upsert', 'remove'],
     );
+  });
+});
+
+describe('VassalDirWatcher: things that are not regular files', () => {
+  it('reports a FIFO, a directory and an oversized file as invalid, once each, without blocking on the FIFO', { timeout: 15_000 }, async () => {
+    const s = await setup({ invalidGraceMs: 20 });
+    current = s.w;
+    execFileSync('mkfifo', [path.join(s.dir, 'pipe.yaml')]);
+    await fs.mkdir(path.join(s.dir, 'adir.json'));
+    await s.w.start();
+    await fs.writeFile(path.join(s.dir, 'big.yaml'), Buffer.alloc(64 * 1024 + 1, 0x23));
+    await s.until(3);
+    // Rescans look at them again; a file written after them is reported, and nothing twice.
+    for (let i = 0; i < 3; i++) await s.w.rescan();
+    await fs.writeFile(path.join(s.dir, 'ok.yaml'), vassal('ok'));
+    await s.until(4);
+    const seen = s.events.map((e) => (e.kind === 'upsert' && !e.verdict.ok ? `${path.basename(e.file)}: ${e.verdict.error.problem}` : `${e.kind} ${path.basename(e.file)}`));
+    const problems = seen.slice(0, 3).sort();
+    assert.match(problems[0] ?? '', /^adir\.json: is a directory, not a regular file$/);
+    assert.match(problems[1] ?? '', /^big\.yaml: file is too large \(65537 bytes; the limit is 64 KiB\)$/);
+    assert.match(problems[2] ?? '', /^pipe\.yaml: is a FIFO \(named pipe\), not a regular file$/);
+    assert.equal(seen[3], 'upsert ok.yaml');
+    assert.equal(s.events.length, 4, seen.join('\n'));
   });
 });
 

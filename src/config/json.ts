@@ -1,5 +1,6 @@
 // JSON vassal files. JSON.parse does the work; the rest is turning its error into a line and column.
 import type { DocumentParse } from './data.js';
+import { describeValue } from './describe.js';
 
 const JSON_SPACE = new Set([' ', '\t', '\n', '\r']);
 const JSON_LITERAL = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
@@ -25,49 +26,60 @@ function scanString(text: string, start: number): { end: number } | { error: num
   return { error: text.length };
 }
 
+type Scan = { kind: 'error'; offset: number } | { kind: 'duplicate'; key: string; offset: number } | undefined;
+
 /**
- * Offset of the first character JSON.parse rejects (text.length for a premature end), or
- * undefined if the text is valid. Node 20's "Unexpected token" errors carry no position, so
- * this finds it. Iterative: a million '[' must not overflow the stack.
+ * Walks JSON text: the first syntax error (offset of the first character JSON.parse rejects,
+ * text.length for a premature end), or the first key repeated within one object (compared
+ * decoded, so "a" and "\u0061" are the same key). Iterative: a million '[' must not overflow the stack.
  */
-export function jsonErrorOffset(text: string): number | undefined {
+function scanJson(text: string): Scan {
   const closers: string[] = [];
+  // Keys seen so far in each open object (undefined for a list), parallel to closers.
+  const keys: Array<Set<string> | undefined> = [];
+  const error = (offset: number): Scan => ({ kind: 'error', offset });
   type State = 'value' | 'value-or-close' | 'key' | 'key-or-close' | 'after-value';
   let state: State = 'value';
   let i = 0;
   for (;;) {
     while (i < text.length && JSON_SPACE.has(text[i] ?? '')) i++;
-    if (state === 'after-value' && closers.length === 0) return i < text.length ? i : undefined;
-    if (i >= text.length) return text.length;
+    if (state === 'after-value' && closers.length === 0) return i < text.length ? error(i) : undefined;
+    if (i >= text.length) return error(text.length);
     const char = text[i] ?? '';
     const closer = closers[closers.length - 1];
     if ((state === 'value-or-close' || state === 'key-or-close') && char === closer) {
       closers.pop();
+      keys.pop();
       i++;
       state = 'after-value';
     } else if (state === 'value' || state === 'value-or-close') {
       if (char === '{' || char === '[') {
         closers.push(char === '{' ? '}' : ']');
+        keys.push(char === '{' ? new Set() : undefined);
         state = char === '{' ? 'key-or-close' : 'value-or-close';
         i++;
       } else if (char === '"') {
         const scanned = scanString(text, i);
-        if ('error' in scanned) return scanned.error;
+        if ('error' in scanned) return error(scanned.error);
         i = scanned.end;
         state = 'after-value';
       } else {
         JSON_LITERAL.lastIndex = i;
-        if (!JSON_LITERAL.test(text)) return i;
+        if (!JSON_LITERAL.test(text)) return error(i);
         i = JSON_LITERAL.lastIndex;
         state = 'after-value';
       }
     } else if (state === 'key' || state === 'key-or-close') {
-      if (char !== '"') return i;
+      if (char !== '"') return error(i);
       const scanned = scanString(text, i);
-      if ('error' in scanned) return scanned.error;
+      if ('error' in scanned) return error(scanned.error);
+      const key = JSON.parse(text.slice(i, scanned.end)) as string;
+      const seen = keys[keys.length - 1];
+      if (seen?.has(key)) return { kind: 'duplicate', key, offset: i };
+      seen?.add(key);
       i = scanned.end;
       while (i < text.length && JSON_SPACE.has(text[i] ?? '')) i++;
-      if (text[i] !== ':') return i;
+      if (text[i] !== ':') return error(i);
       i++;
       state = 'value';
     } else if (char === ',') {
@@ -75,11 +87,22 @@ export function jsonErrorOffset(text: string): number | undefined {
       state = closer === '}' ? 'key' : 'value';
     } else if (char === closer) {
       closers.pop();
+      keys.pop();
       i++;
     } else {
-      return i;
+      return error(i);
     }
   }
+}
+
+/**
+ * Offset of the first character JSON.parse rejects (text.length for a premature end), or
+ * undefined if the text is valid. Node 20's "Unexpected token" errors carry no position, so
+ * this finds it.
+ */
+export function jsonErrorOffset(text: string): number | undefined {
+  const scan = scanJson(text);
+  return scan?.kind === 'error' ? scan.offset : undefined;
 }
 
 /** 1-based line and column of a UTF-16 offset. */
@@ -108,12 +131,17 @@ function cleanMessage(message: string): string {
 }
 
 export function parseJson(text: string): DocumentParse {
+  let value: unknown;
   try {
-    return { ok: true, value: JSON.parse(text) as unknown };
+    value = JSON.parse(text);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     const reported = /at position (\d+)/.exec(message)?.[1];
     const offset = reported === undefined ? jsonErrorOffset(text) : Number(reported);
     return { ok: false, problem: `invalid JSON${offset === undefined ? '' : atPosition(text, offset)}: ${cleanMessage(message)}` };
   }
+  // JSON.parse keeps the last of repeated keys without a word; YAML refuses them, and so does this.
+  const scan = scanJson(text);
+  if (scan?.kind === 'duplicate') return { ok: false, problem: `invalid JSON${atPosition(text, scan.offset)}: duplicate key ${describeValue(scan.key)}` };
+  return { ok: true, value };
 }

@@ -1,33 +1,27 @@
 // From bytes (or a path) to a frozen VassalSpec, or one ConfigError explaining why not.
 // Nothing here throws: a bad file must never take the emperor down with it.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { describeValue, isPlainMapping } from './describe.js';
 import { deepFreeze, plainDataProblem, type DocumentParse } from './data.js';
 import { ConfigError } from './errors.js';
 import { issuesToConfigError, wordIssue } from './issues.js';
 import { parseJson } from './json.js';
+import { MAX_VASSAL_FILE_BYTES, readVassalFile, tooLarge, type FileFacts } from './read.js';
 import { classifyVassalFile } from './names.js';
 import { vassalSchema } from './schema.js';
 import type { VassalSpec } from './spec.js';
 import { parseYaml } from './yaml.js';
 
-/** Largest vassal file accepted, in bytes. Real ones are a few hundred bytes. */
-export const MAX_VASSAL_FILE_BYTES = 1024 * 1024;
 
 export type VassalParseResult = { ok: true; spec: VassalSpec } | { ok: false; error: ConfigError };
+
+const sha256 = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
 const failure = (file: string, problem: string, cause?: unknown): VassalParseResult => ({
   ok: false,
   error: new ConfigError(file, problem, { cause }),
 });
-
-function tooLarge(bytes: number): string {
-  const mib = (bytes / MAX_VASSAL_FILE_BYTES).toFixed(1);
-  return `file is too large (${bytes} bytes, ${mib} MiB; the limit is 1 MiB)`;
-}
 
 // fatal: a vassal with mojibake in its command line is better refused than run.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
@@ -75,7 +69,7 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
     ...fields,
     name: classified.name,
     file,
-    hash: createHash('sha256').update(bytes).digest('hex'),
+    hash: sha256(bytes),
     cwd: path.resolve(path.dirname(file), cwd ?? '.'),
     service: service === null ? null : { ...service, name: service.name ?? classified.name },
   };
@@ -97,60 +91,56 @@ export function parseVassal(content: string | Buffer, file: string): VassalParse
   }
 }
 
-const FS_PROBLEMS: Readonly<Record<string, string>> = {
-  ENOENT: 'file does not exist',
-  EACCES: 'permission denied',
-  EPERM: 'permission denied',
-  EISDIR: 'is a directory, not a vassal file',
-  ENOTDIR: 'a parent of this path is not a directory',
-  ELOOP: 'too many levels of symbolic links',
-};
-
-function fsProblem(error: unknown): string {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  const known = code === undefined ? undefined : FS_PROBLEMS[code];
-  if (known !== undefined) return `${known} (${code})`;
-  return `cannot read the file: ${error instanceof Error ? error.message : String(error)}`;
+export interface LoadOptions {
+  /** Follow a symbolic link at the path (default true); tyrant mode refuses links instead. */
+  readonly followSymlinks?: boolean;
+  /**
+   * Decides from the descriptor's fstat alone, before a byte of content is parsed, whether the
+   * file may be read at all (tyrant mode: owner, mode). A refusal never quotes the content.
+   */
+  readonly trust?: (file: string, facts: FileFacts) => Promise<string | undefined> | string | undefined;
+  /** How the bytes become a spec (default: parseVassal here; the emperor parses in a worker). */
+  readonly parse?: (bytes: Buffer, file: string) => Promise<VassalParseResult> | VassalParseResult;
 }
 
-const READ_CHUNK = 64 * 1024;
+export type VassalFileResult =
+  | { ok: true; spec: VassalSpec; facts: FileFacts }
+  | {
+      ok: false;
+      error: ConfigError;
+      facts: FileFacts | undefined;
+      /**
+       * Same problem, same hash: the content's hash when it was read, else the reason it was
+       * not read (a file refused for its size keeps its hash while it grows), so a watcher can
+       * report each refusal once.
+       */
+      hash: string;
+      /** Nothing is at the path. */
+      gone?: true;
+      /** It changed while it was read (a write in progress). */
+      changing?: true;
+    };
 
-/** Reads at most MAX_VASSAL_FILE_BYTES + 1 bytes, so an oversized or growing file costs nothing. */
-async function readCapped(file: string): Promise<{ ok: true; bytes: Buffer } | { ok: false; problem: string; cause?: unknown }> {
-  let handle;
-  try {
-    // O_NONBLOCK: opening a FIFO named web.yaml would otherwise wait for a writer forever.
-    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-  } catch (cause) {
-    return { ok: false, problem: fsProblem(cause), cause };
-  }
-  try {
-    const stats = await handle.stat();
-    if (stats.isDirectory()) return { ok: false, problem: FS_PROBLEMS['EISDIR'] ?? 'is a directory' };
-    if (!stats.isFile()) return { ok: false, problem: 'not a regular file' };
-    if (stats.size > MAX_VASSAL_FILE_BYTES) return { ok: false, problem: tooLarge(stats.size) };
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const chunk = Buffer.alloc(READ_CHUNK);
-      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK, null);
-      if (bytesRead === 0) break;
-      chunks.push(chunk.subarray(0, bytesRead));
-      total += bytesRead;
-      if (total > MAX_VASSAL_FILE_BYTES) return { ok: false, problem: tooLarge(total) };
-    }
-    return { ok: true, bytes: Buffer.concat(chunks, total) };
-  } catch (cause) {
-    return { ok: false, problem: fsProblem(cause), cause };
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
-}
-
-/** Reads and validates a vassal file. Read errors (ENOENT, EACCES, EISDIR...) are ConfigErrors too. */
-export async function loadVassalFile(file: string): Promise<VassalParseResult> {
+/**
+ * Reads and validates a vassal file: owner, type, size and bytes from one descriptor (see
+ * read.ts). Read errors (ENOENT, EACCES, a directory...) are ConfigErrors too. Never throws.
+ */
+export async function loadVassalFile(file: string, opts: LoadOptions = {}): Promise<VassalFileResult> {
   const absolute = path.resolve(file);
-  const read = await readCapped(absolute);
-  if (!read.ok) return failure(absolute, read.problem, read.cause);
-  return parseVassal(read.bytes, absolute);
+  const read = await readVassalFile(absolute, { followSymlinks: opts.followSymlinks ?? true });
+  switch (read.kind) {
+    case 'gone':
+      return { ok: false, error: new ConfigError(absolute, 'file does not exist (ENOENT)'), facts: undefined, hash: '', gone: true };
+    case 'refused':
+      return { ok: false, error: new ConfigError(absolute, read.problem), facts: read.facts, hash: sha256(`refused: ${read.code ?? read.problem}`) };
+    case 'changing':
+      return { ok: false, error: new ConfigError(absolute, 'the file changed while it was read; try again once it is written'), facts: read.facts, hash: '', changing: true };
+    case 'read':
+      break;
+  }
+  const { facts, bytes } = read;
+  const distrust = await opts.trust?.(absolute, facts);
+  if (distrust !== undefined) return { ok: false, error: new ConfigError(absolute, distrust), facts, hash: sha256(`distrusted: ${distrust}`) };
+  const verdict = await (opts.parse ?? parseVassal)(bytes, absolute);
+  return verdict.ok ? { ok: true, spec: verdict.spec, facts } : { ok: false, error: verdict.error, facts, hash: sha256(bytes) };
 }

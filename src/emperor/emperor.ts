@@ -1,10 +1,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { loadVassalFile } from '../config/load.js';
+import { loadVassalFile, type LoadOptions } from '../config/load.js';
+import { VassalParser } from '../config/parse-pool.js';
 import { ConfigError } from '../config/errors.js';
 import type { Identity } from '../process/identity.js';
-import { resolveIdentity, type IdentityPolicy } from './identity.js';
+import { distrustOf, resolveIdentity, type IdentityPolicy } from './identity.js';
 import type { VassalSpec } from '../config/spec.js';
 import type { Logger } from '../log/logger.js';
 import { Guardian } from '../process/guardian.js';
@@ -138,6 +139,10 @@ export class Emperor {
   /** Control requests waiting or carried out, per vassal name (dropped when idle). */
   private readonly queues = new Map<string, ControlQueue<Action | 'reload-all', VassalStatus>>();
   private controlSeq = 0;
+  /** Vassal files are parsed in a worker thread: a hostile file must not stall this loop. */
+  private readonly parser = new VassalParser();
+  /** How every vassal file is read: the watcher's reads and reload's re-reads alike. */
+  private readonly load: LoadOptions;
 
   constructor(private readonly opts: EmperorOptions) {
     this.hostname = opts.hostname ?? os.hostname();
@@ -146,7 +151,13 @@ export class Emperor {
       tyrant: opts.identity?.tyrant ?? false,
       tyrantAllowRoot: opts.identity?.tyrantAllowRoot ?? false,
     };
-    this.watcher = new VassalDirWatcher(opts.vassalsDir, opts);
+    this.load = {
+      // Tyrant mode: a link's owner says nothing about its target's, so links are never opened.
+      followSymlinks: !(this.policy.isRoot && this.policy.tyrant),
+      trust: (file, facts) => distrustOf(file, facts, this.policy),
+      parse: (bytes, file) => this.parser.parse(bytes, file),
+    };
+    this.watcher = new VassalDirWatcher(opts.vassalsDir, { ...opts, load: this.load });
     this.records = new PidRecords(path.join(opts.stateDir, 'pids'));
     this.watcher.on('upsert', (file, verdict) => this.onUpsert(file, verdict));
     this.watcher.on('remove', (file) => this.onRemove(file));
@@ -182,6 +193,7 @@ export class Emperor {
     await this.watcher.close();
     await Promise.all([...this.entries.values()].map((e) => e.vassal?.stop() ?? Promise.resolve()));
     await this.guardian.close();
+    await this.parser.close();
     await this.opts.registrar?.close();
   }
 
@@ -215,7 +227,7 @@ export class Emperor {
     // Who it runs as may need the file's owner and the account database: decide that first.
     const spec = verdict.spec;
     const current = entry;
-    void resolveIdentity(spec, this.policy).then((iv) => {
+    void resolveIdentity(spec, this.policy, verdict.facts).then((iv) => {
       if (current.seq !== seq || this.shuttingDown) return; // a newer event for this file won
       if (!iv.ok) {
         this.markInvalid(current, new ConfigError(file, iv.problem), wasRemoved);
@@ -466,12 +478,12 @@ export class Emperor {
 
   /** Re-read a vassal's file; a now-invalid file refuses the reload and keeps what runs. */
   private async reread(entry: Entry): Promise<VassalSpec> {
-    const verdict = await loadVassalFile(entry.file);
+    const verdict = await loadVassalFile(entry.file, this.load);
     if (!verdict.ok) {
       entry.fileError = verdict.error;
       throw new ControlError(`not reloaded, the running version keeps running: ${verdict.error.message}`, 409);
     }
-    const iv = await resolveIdentity(verdict.spec, this.policy);
+    const iv = await resolveIdentity(verdict.spec, this.policy, verdict.facts);
     if (!iv.ok) {
       entry.fileError = new ConfigError(entry.file, iv.problem);
       throw new ControlError(`not reloaded, the running version keeps running: ${entry.fileError.message}`, 409);

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
 import type { Identity } from '../process/identity.js';
 import { lookupGroup, lookupUser } from './accounts.js';
@@ -31,13 +32,34 @@ async function fromFields(spec: VassalSpec): Promise<IdentityVerdict> {
   return { ok: true, identity: { uid: user?.uid ?? 0, gid, user: user?.name ?? 'root', home: user?.home ?? null } };
 }
 
+const worldWritable = (mode: number): string => `tyrant mode refuses world-writable files (mode ${mode.toString(8)}); chmod o-w it`;
+
+const ROOT_REFUSED = 'owned by root; tyrant mode runs vassals as their file owner and refuses root-owned files unless --tyrant-allow-root';
+
+/**
+ * Tyrant mode's refusals that need only the descriptor's fstat (and the directory), decided
+ * before any content is parsed, so that no error about a distrusted file can quote it: files
+ * anyone could have written (world-writable, or in a world-writable directory without the sticky
+ * bit) would let any local user run code as the file's owner; root's files need
+ * --tyrant-allow-root. Undefined = go ahead.
+ */
+export async function distrustOf(file: string, facts: FileFacts, policy: IdentityPolicy): Promise<string | undefined> {
+  if (!policy.isRoot || !policy.tyrant) return undefined;
+  if (facts.mode & 0o002) return worldWritable(facts.mode);
+  const dir = await fs.stat(path.dirname(file)).catch(() => undefined);
+  if (dir && dir.mode & 0o002 && !(dir.mode & 0o1000)) {
+    return `tyrant mode refuses files in a world-writable directory without the sticky bit (${path.dirname(file)}); chmod o-w or +t it`;
+  }
+  if (facts.uid === 0 && !policy.tyrantAllowRoot) return ROOT_REFUSED;
+  return undefined;
+}
+
 /**
  * Who a vassal runs as. Without root nobody can be switched to, so user:/group: are refused
- * rather than silently ignored. In tyrant mode the file's owner decides, and files anyone could
- * have written (world-writable, or in a world-writable directory without the sticky bit) are
- * refused: they would let any local user run code as the file's owner.
+ * rather than silently ignored. In tyrant mode the owner of the descriptor the spec was read
+ * from decides (`facts`, never a later look at the path: that may be another file by now).
  */
-export async function resolveIdentity(spec: VassalSpec, policy: IdentityPolicy): Promise<IdentityVerdict> {
+export async function resolveIdentity(spec: VassalSpec, policy: IdentityPolicy, facts: FileFacts | undefined): Promise<IdentityVerdict> {
   if (!policy.isRoot) {
     if (spec.user !== null || spec.group !== null) {
       return refuse(`${spec.user !== null ? 'user' : 'group'}: only an emperor running as root can switch users; remove it, or run the emperor as root`);
@@ -45,23 +67,16 @@ export async function resolveIdentity(spec: VassalSpec, policy: IdentityPolicy):
     return { ok: true, identity: undefined };
   }
   if (!policy.tyrant) return fromFields(spec);
-
-  const lst = await fs.lstat(spec.file).catch(() => undefined);
-  if (!lst) return refuse('file vanished while checking its owner');
-  if (lst.isSymbolicLink()) return refuse('tyrant mode refuses symbolic links: the owner of the link and of its target may differ');
-  if (lst.mode & 0o002) return refuse(`tyrant mode refuses world-writable files (mode ${(lst.mode & 0o7777).toString(8)}); chmod o-w it`);
-  const dir = await fs.stat(path.dirname(spec.file)).catch(() => undefined);
-  if (dir && dir.mode & 0o002 && !(dir.mode & 0o1000)) {
-    return refuse(`tyrant mode refuses files in a world-writable directory without the sticky bit (${path.dirname(spec.file)}); chmod o-w or +t it`);
-  }
-  if (lst.uid === 0) {
-    if (!policy.tyrantAllowRoot) return refuse('owned by root; tyrant mode runs vassals as their file owner and refuses root-owned files unless --tyrant-allow-root');
+  if (!facts) return refuse('tyrant mode: the owner of the file is unknown');
+  if (facts.mode & 0o002) return refuse(worldWritable(facts.mode));
+  if (facts.uid === 0) {
+    if (!policy.tyrantAllowRoot) return refuse(ROOT_REFUSED);
     // root's own files may name whom to run as, as in plain root mode.
     return fromFields(spec);
   }
   if (spec.user !== null || spec.group !== null) {
     return refuse('tyrant mode runs a vassal as its file owner; only root-owned files may set user/group');
   }
-  const owner = await lookupUser(lst.uid);
-  return { ok: true, identity: { uid: lst.uid, gid: lst.gid, user: owner?.name ?? null, home: owner?.home ?? null } };
+  const owner = await lookupUser(facts.uid);
+  return { ok: true, identity: { uid: facts.uid, gid: facts.gid, user: owner?.name ?? null, home: owner?.home ?? null } };
 }

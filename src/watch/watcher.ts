@@ -1,14 +1,15 @@
-import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { classifyVassalFile } from '../config/names.js';
-import { parseVassal } from '../config/load.js';
+import { loadVassalFile, type LoadOptions } from '../config/load.js';
 import type { ConfigError } from '../config/errors.js';
+import { signatureOf, type FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
 
-export type FileVerdict = { ok: true; spec: VassalSpec } | { ok: false; error: ConfigError };
+/** A valid file carries what fstat said about the descriptor its spec was read from (its owner). */
+export type FileVerdict = { ok: true; spec: VassalSpec; facts: FileFacts } | { ok: false; error: ConfigError };
 
 export interface WatcherEvents {
   /** A vassal file appeared or its content changed (never for a plain touch). */
@@ -41,6 +42,8 @@ export interface WatcherOptions {
    * filesystems where change events never arrive.
    */
   readonly useEvents?: boolean;
+  /** How files are opened, trusted and parsed (default: links followed, parsed in this thread). */
+  readonly load?: LoadOptions;
 }
 
 interface Known {
@@ -49,9 +52,6 @@ interface Known {
   /** Cheap change detector for rescans: skip reading a file whose inode, size and times are unchanged. */
   sig: string;
 }
-
-const sigOf = (st: { ino: number; size: number; mtimeMs: number; ctimeMs: number }): string =>
-  `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
 /**
  * Turns a directory into a stream of settled vassal-file events. Only this module knows how
@@ -194,15 +194,24 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
       names.map(async (name) => {
         if (classifyVassalFile(name).kind === 'ignored') return;
         const file = path.join(this.dir, name);
-        const st = await fs.stat(file).catch(() => undefined);
-        if (!st?.isFile()) return;
+        // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once. The
+        // stat only says whether to look again; what the file is, read() asks its descriptor.
+        const st = await this.statEntry(file);
+        if (!st) return;
         present.add(file);
         const k = this.known.get(file);
         if (initial) await this.process(file);
-        else if (!k || k.sig !== sigOf(st)) this.touch(file);
+        else if (!k || k.sig !== signatureOf(st)) this.touch(file);
       }),
     );
     for (const file of this.known.keys()) if (!present.has(file)) this.touch(file);
+  }
+
+  /** Change detector only (links followed as read() follows them); never decides anything. */
+  private async statEntry(file: string): Promise<Stats | undefined> {
+    const lstat = (): Promise<Stats | undefined> => fs.lstat(file).catch(() => undefined);
+    if (this.opts.load?.followSymlinks === false) return lstat();
+    return (await fs.stat(file).catch(() => undefined)) ?? lstat();
   }
 
   private scheduleRescan(): void {
@@ -242,27 +251,18 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   }
 
   private async read(file: string): Promise<void> {
-    const before = await fs.stat(file).catch(() => undefined);
-    if (!before?.isFile()) {
+    const result = await loadVassalFile(file, this.opts.load);
+    if (this.closed) return;
+    if (!result.ok && result.gone) {
       if (this.known.delete(file)) this.emit('remove', file);
       this.lastEventAt.delete(file);
       return;
     }
-    let content: Buffer;
-    try {
-      content = await fs.readFile(file);
-    } catch {
-      // Vanished or unreadable between stat and read: the next event or rescan decides.
-      this.touch(file);
-      return;
-    }
-    const after = await fs.stat(file).catch(() => undefined);
-    if (!after || sigOf(after) !== sigOf(before)) {
+    if (!result.ok && result.changing) {
       this.touch(file); // still being written
       return;
     }
-    const verdict = parseVassal(content, file);
-    if (!verdict.ok) {
+    if (!result.ok) {
       const quietFor = Date.now() - (this.lastEventAt.get(file) ?? 0);
       const wait = this.opts.invalidGraceMs - quietFor;
       if (wait > 0 && !this.dirty.has(file)) {
@@ -277,11 +277,11 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
         return;
       }
     }
-    const hash = verdict.ok ? verdict.spec.hash : hashOf(content);
+    const hash = result.ok ? result.spec.hash : result.hash;
     const prev = this.known.get(file);
-    this.known.set(file, { hash, sig: sigOf(after) });
-    if (prev?.hash === hash) return; // touched, not changed
-    this.emit('upsert', file, verdict);
+    this.known.set(file, { hash, sig: result.facts ? signatureOf(result.facts) : '' });
+    if (prev?.hash === hash) return; // touched, not changed; or refused again for the same reason
+    this.emit('upsert', file, result.ok ? { ok: true, spec: result.spec, facts: result.facts } : { ok: false, error: result.error });
   }
 }
 
@@ -289,8 +289,4 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
 async function dirId(dir: string): Promise<string | undefined> {
   const st = await fs.stat(dir).catch(() => undefined);
   return st?.isDirectory() ? `${st.dev}:${st.ino}` : undefined;
-}
-
-function hashOf(content: Buffer): string {
-  return createHash('sha256').update(content).digest('hex');
 }
