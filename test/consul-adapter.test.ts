@@ -18,11 +18,10 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { Command } from 'commander';
 import { ConsulAdapter, healthOutput, type ConsulLog } from '../src/registries/consul/adapter.js';
-import { ConsulError, type AgentCheck, type AgentService } from '../src/registries/consul/client.js';
+import { ConsulError, goDuration, type AgentCheck, type AgentService } from '../src/consul/client.js';
+import { ConsulConfigError } from '../src/consul/connection.js';
 import {
   addConsulOptions,
-  ConsulConfigError,
-  goDuration,
   resolveConsulClientConfig,
   resolveConsulConfig,
   type ConsulCliOptions,

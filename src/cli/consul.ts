@@ -7,7 +7,9 @@
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../config/duration.js';
 import { Consul, type KVEntry, type SessionInfo } from '../consul/index.js';
-import { addConsulOptions, CONSISTENCY_MODES, goDuration, type ConsulCliOptions } from '../registries/consul/options.js';
+import { goDuration } from '../consul/client.js';
+import { CONSISTENCY_MODES } from '../consul/connection.js';
+import { addConsulOptions, resolveConsulClientConfig, type ConsulCliOptions } from '../registries/consul/options.js';
 
 /** Per request attempt: a person at a terminal can wait a little longer than the emperor. */
 const CLI_TIMEOUT_MS = 5000;
@@ -48,16 +50,7 @@ async function run(name: string, cmd: Command, fn: (consul: Consul, flags: Flags
   let consul: Consul | undefined;
   try {
     const flags = collectFlags(cmd);
-    consul = Consul.fromEnv(process.env, {
-      agent: flags.consulAgent,
-      scheme: flags.consulScheme as 'http' | 'https' | undefined,
-      caFile: flags.consulCacert,
-      token: flags.consulToken,
-      tokenFile: flags.consulTokenFile,
-      dc: flags.dc,
-      consistency: flags.consistency as (typeof CONSISTENCY_MODES)[number] | undefined,
-      timeoutMs: CLI_TIMEOUT_MS,
-    });
+    consul = new Consul({ connection: resolveConsulClientConfig(flags, process.env), timeoutMs: CLI_TIMEOUT_MS });
     await fn(consul, flags);
   } catch (err) {
     const message = err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err);

@@ -9,7 +9,8 @@ import { parseListen } from '../metrics/metrics.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 import { addServiceCommands } from './service.js';
 import { addConsulCommands } from './consul.js';
-import { addConsulOptions, ConsulConfigError, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
+import { ConsulConfigError } from '../consul/connection.js';
+import { addConsulOptions, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {

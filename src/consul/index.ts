@@ -9,15 +9,16 @@
 //   consul.close();
 import {
   ConsulClient,
+  goDuration,
   type HealthEntry,
   type KVPair,
   type SessionCreateBody,
   type SessionEntry,
-} from '../registries/consul/client.js';
-import { goDuration, resolveConsulClientConfig, type ConsulCliOptions, type ConsulConnection, type ConsulConsistency } from '../registries/consul/options.js';
+} from './client.js';
+import { resolveConnection, type ConsulConnection, type ConsulConsistency, type Sourced } from './connection.js';
 
-export { ConsulError, type ConsulErrorKind } from '../registries/consul/client.js';
-export { ConsulConfigError, type ConsulConsistency } from '../registries/consul/options.js';
+export { ConsulError, type ConsulErrorKind } from './client.js';
+export { ConsulConfigError, type ConsulConnection, type ConsulConsistency } from './connection.js';
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
@@ -38,6 +39,11 @@ export interface ConsulOptions {
   readonly consistency?: ConsulConsistency;
   /** Deadline of each request attempt on one agent, ms (default 2000). */
   readonly timeoutMs?: number;
+  /**
+   * A connection resolved elsewhere (the emperor's commands resolve theirs from their flags, so
+   * errors name the flag); the connection options above and the environment are then not read.
+   */
+  readonly connection?: ConsulConnection;
 }
 
 export interface CatalogService {
@@ -171,7 +177,7 @@ export class Consul {
    * process.env, or use Consul.fromEnv()).
    */
   constructor(options: ConsulOptions = {}, env: Readonly<Record<string, string | undefined>> = {}) {
-    this.client = new ConsulClient(Consul.connection(options, env), { timeoutMs: options.timeoutMs });
+    this.client = new ConsulClient(options.connection ?? Consul.connection(options, env), { timeoutMs: options.timeoutMs });
   }
 
   /**
@@ -184,16 +190,22 @@ export class Consul {
   }
 
   private static connection(o: ConsulOptions, env: Readonly<Record<string, string | undefined>>): ConsulConnection {
-    const flags: ConsulCliOptions = {
-      consulAgent: o.agent === undefined ? undefined : typeof o.agent === 'string' ? [o.agent] : [...o.agent],
-      consulScheme: o.scheme,
-      consulCacert: o.caFile,
-      consulToken: o.token,
-      consulTokenFile: o.tokenFile,
-      dc: o.dc,
-      consistency: o.consistency,
-    };
-    const conn = resolveConsulClientConfig(flags, env);
+    // Errors name the option ("agent: expected host:port..."), or the variable it came from.
+    const option = (value: string | undefined, source: string): Sourced | undefined => (value === undefined ? undefined : { value, source });
+    const agents = o.agent === undefined ? [] : (typeof o.agent === 'string' ? [o.agent] : [...o.agent]).map((value) => ({ value, source: 'agent' }));
+    const conn = resolveConnection(
+      {
+        agents,
+        agentVariables: ['EMPEROR_CONSUL_AGENT', 'CONSUL_HTTP_ADDR'],
+        scheme: option(o.scheme, 'scheme'),
+        caFile: option(o.caFile, 'caFile'),
+        token: option(o.token, 'token'),
+        tokenFile: option(o.tokenFile, 'tokenFile'),
+        dc: option(o.dc, 'dc'),
+        consistency: option(o.consistency, 'consistency'),
+      },
+      env,
+    );
     return o.ca ? { ...conn, ca: o.ca } : conn;
   }
 

@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import type { CheckStatus } from '../../config/spec.js';
 import type { Change, Observed, Registration, RegistrationKey, RegistryAdapter } from '../../registrar/types.js';
-import { ConsulClient, ConsulError, type AgentCheck, type AgentService, type CheckRegistration, type ServiceRegistration } from './client.js';
-import { goDuration, type ConsulConfig } from './options.js';
+import { ConsulClient, ConsulError, goDuration, type AgentCheck, type AgentService, type CheckRegistration, type ServiceRegistration } from '../../consul/client.js';
+import type { ConsulConfig } from './options.js';
 
 export type ConsulLog = (level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../../config/duration.js';
-import { parseHostPort, Secret } from '../shared.js';
+import { parseHostPort, Secret } from '../../net/endpoints.js';
 export { parseHostPort, Secret };
 
 

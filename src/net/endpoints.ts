@@ -1,5 +1,6 @@
-// Pieces both registry adapters' options need: secrets that cannot be logged by accident, and
-// the host:port syntax of endpoints and agents.
+// What every client of a network service here is given (the etcd and Consul registries, the
+// Consul library): the host:port syntax of endpoints and agents, and secrets (passwords, tokens)
+// that cannot be logged by accident.
 import { inspect } from 'node:util';
 
 /** A string that prints as "[redacted]" however it is logged, stringified or inspected. */

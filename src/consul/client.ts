@@ -13,7 +13,7 @@
 // never the token (it travels only in the X-Consul-Token header, and is masked anyway).
 import http, { type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
-import type { ConsulConnection } from './options.js';
+import type { ConsulConnection } from './connection.js';
 
 export const DEFAULT_TIMEOUT_MS = 2000;
 /** Responses larger than this are refused (a catalog of many thousand services fits easily). */
@@ -557,4 +557,10 @@ export class ConsulClient {
       req.end(body);
     });
   }
+}
+
+/** Go duration text for a whole number of milliseconds, as Consul reads durations ("30s", "1500ms"). */
+export function goDuration(ms: number): string {
+  const whole = Math.max(0, Math.round(ms));
+  return whole % 1000 === 0 ? `${whole / 1000}s` : `${whole}ms`;
 }
