@@ -271,7 +271,9 @@ describe('process groups and stopping', () => {
   });
 
   it('a vassal that ignores its stop signal is SIGKILLed after stop.timeout', async () => {
-    await emp.writeVassal('stubborn.yaml', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '300ms' } }));
+    // Ready (notify) only once it ignores SIGTERM: "up for 1 s" may come before node has even
+    // installed the handler on a busy machine, and then SIGTERM simply kills it.
+    await emp.writeVassal('stubborn.yaml', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '300ms' }, start: { ready: { notify: true } } }));
     await emp.waitEvent('stubborn', 'ready');
     const pid = (await emp.vassal('stubborn')).pid!;
     const m = emp.mark();
