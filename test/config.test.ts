@@ -426,10 +426,10 @@ void describe('file-level problems', () => {
     assert.equal(ok(yaml(padding(MAX_VASSAL_FILE_BYTES))).name, 'web');
   });
 
-  void it('stops a "billion laughs" alias bomb quickly', () => {
-    const started = performance.now();
+  void it('stops a "billion laughs" alias bomb', () => {
+    // Expanded, it is a billion values: a parser that did not cut it off early would not finish
+    // before this file's deadline (--test-timeout). How fast it is cut off is a bench matter.
     const error = fails(yaml(BILLION_LAUGHS));
-    assert.ok(performance.now() - started < 1_000, 'alias expansion must be cut off early');
     assert.match(error.message, /alias/);
   });
 
