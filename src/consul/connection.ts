@@ -5,8 +5,7 @@
 // (index.ts) both hand their settings to resolveConnection; neither knows the other.
 //
 // The token is wrapped in a Secret so it never reaches a log line, an error or a description.
-import { readFileSync } from 'node:fs';
-import { parseHostPort, Secret } from '../net/endpoints.js';
+import { parseHostPort, readSettingFile, Secret, type Sourced } from '../net/endpoints.js';
 
 export type ConsulConsistency = 'default' | 'consistent' | 'stale';
 export const CONSISTENCY_MODES: readonly ConsulConsistency[] = ['default', 'consistent', 'stale'];
@@ -37,11 +36,7 @@ export class ConsulConfigError extends Error {
   override readonly name = 'ConsulConfigError';
 }
 
-/** One setting's value and where it came from ("--consul-agent", "CONSUL_HTTP_ADDR", "agent"...). */
-export interface Sourced {
-  readonly value: string;
-  readonly source: string;
-}
+export type { Sourced };
 
 /** What the caller was given; anything left out is looked up in the environment. */
 export interface ConnectionSettings {
@@ -89,14 +84,8 @@ function parseAgent(raw: string, source: string): { agent: string; scheme: 'http
 }
 
 function readFile(what: Sourced, kind: string): Buffer {
-  try {
-    return readFileSync(what.value);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const reason =
-      code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (code ?? 'unreadable');
-    return fail(`${what.source}: cannot read the ${kind} ${JSON.stringify(what.value)}: ${reason}`);
-  }
+  const read = readSettingFile(what, kind);
+  return read.ok ? read.bytes : fail(read.problem);
 }
 
 /** Go's strconv.ParseBool, as the consul CLI reads CONSUL_HTTP_SSL. */

@@ -1,6 +1,7 @@
 // What every client of a network service here is given (the etcd and Consul registries, the
 // Consul library): the host:port syntax of endpoints and agents, and secrets (passwords, tokens)
 // that cannot be logged by accident.
+import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 
 /** A string that prints as "[redacted]" however it is logged, stringified or inspected. */
@@ -35,4 +36,22 @@ export function parseHostPort(text: string): { host: string; port: number } | un
   if (port < 1 || port > 65535) return undefined;
   if (!HOSTNAME.test(host) && !IPV6.test(host)) return undefined;
   return { host, port };
+}
+
+/** One setting's value and where it came from ("--consul-agent", "CONSUL_HTTP_ADDR"...), for errors. */
+export interface Sourced {
+  readonly value: string;
+  readonly source: string;
+}
+
+/** The bytes of the file a setting names, or the problem, naming the setting ("--etcd-ca: cannot read..."). */
+export function readSettingFile(what: Sourced, kind: string): { ok: true; bytes: Buffer } | { ok: false; problem: string } {
+  try {
+    return { ok: true, bytes: readFileSync(what.value) };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (code ?? 'unreadable');
+    return { ok: false, problem: `${what.source}: cannot read the ${kind} ${JSON.stringify(what.value)}: ${reason}` };
+  }
 }

@@ -1,10 +1,9 @@
 // etcd connection settings: commander options, their environment variables (ours and empusa's),
 // and their validation into one EtcdConfig. The password never travels through argv (visible in
 // ps): it comes from the environment or a file, and is wrapped so it cannot be logged by accident.
-import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../../config/duration.js';
-import { parseHostPort, Secret } from '../../net/endpoints.js';
+import { parseHostPort, readSettingFile, Secret, type Sourced } from '../../net/endpoints.js';
 export { parseHostPort, Secret };
 
 
@@ -89,12 +88,6 @@ export function addEtcdOptions(cmd: Command, opts: { leaseTtl?: boolean } = {}):
   return cmd;
 }
 
-/** One setting's value and where it came from, so errors can name the flag or variable. */
-interface Sourced {
-  readonly value: string;
-  readonly source: string;
-}
-
 type Env = Readonly<Record<string, string | undefined>>;
 
 function fromEnv(env: Env, suffix: string): Sourced | undefined {
@@ -133,14 +126,8 @@ function parseEndpoint(raw: string, source: string): { endpoint: string; scheme:
 }
 
 function readFile(what: Sourced, kind: string): Buffer {
-  try {
-    return readFileSync(what.value);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const reason =
-      code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (code ?? 'unreadable');
-    return fail(`${what.source}: cannot read the ${kind} ${JSON.stringify(what.value)}: ${reason}`);
-  }
+  const read = readSettingFile(what, kind);
+  return read.ok ? read.bytes : fail(read.problem);
 }
 
 /** Validate a tree root: "/x[/y...]" without empty segments; trailing slashes are dropped. */
