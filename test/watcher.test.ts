@@ -21,9 +21,20 @@ async function setup(opts: Partial<{ settleMs: number; invalidGraceMs: number; r
   };
   w.on('upsert', (file, verdict) => push({ kind: 'upsert', file, verdict }));
   w.on('remove', (file) => push({ kind: 'remove', file }));
-  /** Resolve once `n` events have arrived in total. */
-  const until = async (n: number): Promise<void> => {
-    while (events.length < n) await new Promise<void>((r) => waiters.push(r));
+  /** Resolve once `n` events have arrived in total; fail after `timeoutMs`. */
+  const until = async (n: number, timeoutMs = 30_000): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    while (events.length < n) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for event ${n}; got ${JSON.stringify(events.map((e) => `${e.kind} ${path.basename(e.file)}`))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
   };
   return { dir, w, events, until };
 }
@@ -53,7 +64,9 @@ describe('VassalDirWatcher', () => {
   });
 
   it('chunked writes give one event with the final content; touch gives none', async () => {
-    const s = await setup();
+    // Chunks are one write when they come within settleMs of each other: 2 s, so that the gaps
+    // between these awaited writes on a busy machine stay inside it.
+    const s = await setup({ settleMs: 2000 });
     current = s.w;
     await s.w.start();
     const file = path.join(s.dir, 'c.yaml');
@@ -75,7 +88,8 @@ describe('VassalDirWatcher', () => {
   });
 
   it('a half-written invalid file is given time; a still-invalid one is reported', async () => {
-    const s = await setup();
+    // The grace must outlast the gap between the two writes, which on a busy machine can be long.
+    const s = await setup({ invalidGraceMs: 2000 });
     current = s.w;
     await s.w.start();
     const file = path.join(s.dir, 'slow.json');
