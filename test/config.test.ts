@@ -73,6 +73,8 @@ void describe('parseVassal: formats and defaults', () => {
       user: null,
       group: null,
       logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
+      limits: null,
+      limitsRequired: false,
     });
   });
 
@@ -311,7 +313,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group, logs)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group, logs, limits, limits_required)',
       ),
       error.message,
     );

@@ -16,8 +16,17 @@ function stateOf(v: VassalStatus, now: number): string {
   return v.state;
 }
 
+/** One line on how vassals are contained, so an operator sees when setsid can escape. */
+export function formatContainment(s: EmperorStatus): string {
+  const c = s.containment;
+  const where = c.mode === 'cgroup' ? ` (${c.cgroup ?? '?'})` : ` (${c.reason ?? 'no cgroups'})`;
+  return `containment: ${c.mode}${where}; limits: ${c.limits.join(', ')}`;
+}
+
 export function formatStatusTable(s: EmperorStatus, now = Date.now()): string {
-  if (s.vassals.length === 0) return `no vassals in ${s.vassalsDir}`;
+  if (s.vassals.length === 0) return `no vassals in ${s.vassalsDir}
+
+${formatContainment(s)}`;
   const rows = [['NAME', 'STATE', 'HEALTH', 'PID', 'UPTIME', 'RESTARTS', 'LAST EXIT', 'FILE']];
   for (const v of s.vassals) {
     rows.push([
@@ -34,7 +43,10 @@ export function formatStatusTable(s: EmperorStatus, now = Date.now()): string {
   const errors = s.vassals.filter((v) => v.fileError).map((v) => `${v.name}: ${v.fileError}`);
   const dropped = s.vassals.filter((v) => v.output.droppedBytes > 0).map((v) => `${v.name}: ${v.output.droppedBytes} bytes`);
   return (
-    table(rows) + (errors.length ? `\n\nfile errors:\n${errors.join('\n')}` : '') + (dropped.length ? `\n\ndropped output (not in the log files):\n${dropped.join('\n')}` : '')
+    table(rows) +
+    (errors.length ? `\n\nfile errors:\n${errors.join('\n')}` : '') +
+    (dropped.length ? `\n\ndropped output (not in the log files):\n${dropped.join('\n')}` : '') +
+    `\n\n${formatContainment(s)}`
   );
 }
 
@@ -48,6 +60,8 @@ export function formatVassal(v: VassalStatus, now = Date.now()): string {
     ['restarts', String(v.restarts)],
     ['failures in a row', String(v.failures)],
     ['last exit', lastExit(v)],
+    ['oom kills', String(v.oomKills)],
+    ['cgroup', v.cgroup ?? '-'],
     ['file', v.file],
   ];
   if (v.fileError) lines.push(['file error', v.fileError]);

@@ -79,6 +79,7 @@ const run = program
   .option('--no-watch', 'do not use file-change events; find changes by rescanning only (network filesystems)')
   .addOption(new Option('--tyrant', 'run each vassal as the owner of its file (uid, gid, groups, HOME, USER); needs root').env('EMPEROR_TYRANT'))
   .addOption(new Option('--tyrant-allow-root', 'in tyrant mode, also accept root-owned vassal files').env('EMPEROR_TYRANT_ALLOW_ROOT'))
+  .addOption(new Option('--no-cgroups', 'contain vassals by process group only, even where a cgroup per vassal is possible').env('EMPEROR_NO_CGROUPS'))
   .addOption(
     new Option('--metrics <listen>', 'serve Prometheus metrics at http://LISTEN/metrics (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
       .env('EMPEROR_METRICS')
@@ -122,6 +123,7 @@ run.action(
       deregisterTimeout: number;
       tyrant?: boolean;
       tyrantAllowRoot?: boolean;
+      cgroups: boolean;
     } & EtcdCliOptions &
       ConsulCliOptions,
   ) => {
@@ -155,6 +157,7 @@ run.action(
         deregisterTimeoutMs: o.deregisterTimeout,
         tyrant: Boolean(o.tyrant),
         tyrantAllowRoot: Boolean(o.tyrantAllowRoot),
+        cgroups: o.cgroups,
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);

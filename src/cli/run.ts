@@ -34,6 +34,8 @@ export interface RunOptions {
   deregisterTimeoutMs: number;
   tyrant: boolean;
   tyrantAllowRoot: boolean;
+  /** false: process groups only (--no-cgroups). */
+  cgroups: boolean;
 }
 
 /**
@@ -92,6 +94,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     invalidGraceMs: Math.max(300, o.settleMs * 5),
     rescanMs: o.rescanMs,
     useEvents: o.useEvents,
+    containment: o.cgroups ? 'auto' : 'process-group',
   });
   const server = await startControlServer(emperor, socketPathIn(stateDir), logger);
   let metrics: MetricsServer | undefined;

@@ -270,3 +270,27 @@ export const logSize = z.union([z.string(), z.number()], expecting(LOG_SIZE_EXPE
 const MAX_LOG_KEEP = 100;
 const LOG_KEEP_EXPECTED = `a whole number from 0 to ${MAX_LOG_KEEP}`;
 export const logKeep = z.int(expecting(LOG_KEEP_EXPECTED)).min(0, expecting(LOG_KEEP_EXPECTED)).max(MAX_LOG_KEEP, expecting(LOG_KEEP_EXPECTED));
+
+// ---- resource limits ----------------------------------------------------------------------
+
+/** Smallest limits.memory: below this not even a shell starts, so it is a typo (256 for 256M). */
+const MIN_MEMORY = 1024 * 1024;
+const MEMORY_EXPECTED = `${SIZE_EXPECTED}, at least 1M`;
+
+/** "256M", "1G", a number of bytes -> bytes. */
+export const memoryLimit = z.union([z.string(), z.number()], expecting(MEMORY_EXPECTED)).transform((input, ctx) => {
+  const bytes = parseSize(input);
+  if (bytes === undefined || bytes < MIN_MEMORY) return refuse(ctx, expectedGot(MEMORY_EXPECTED, input));
+  return bytes;
+});
+
+const wholeBetween = (min: number, max: number, what: string) => {
+  const expected = `a whole number of ${what} from ${min} to ${max}`;
+  return z.int(expecting(expected)).min(min, expecting(expected)).max(max, expecting(expected));
+};
+
+// pids.max counts threads too: a Node app alone has about a dozen.
+export const pidsLimit = wholeBetween(1, 4_194_304, 'processes and threads');
+export const cpuWeight = wholeBetween(1, 10_000, 'shares (100 = default)');
+// Linux refuses more than fs.nr_open (1048576 by default).
+export const openFiles = wholeBetween(16, 1_048_576, 'file descriptors');

@@ -11,6 +11,7 @@ import {
   atLeastOne,
   checkName,
   command,
+  cpuWeight,
   cwd,
   duration,
   env,
@@ -19,8 +20,11 @@ import {
   keySegment,
   logKeep,
   logSize,
+  memoryLimit,
   meta,
   notifyFlag,
+  openFiles,
+  pidsLimit,
   portNumber,
   positiveDuration,
   serviceId,
@@ -312,6 +316,27 @@ const logs = z
     keep: raw?.keep ?? DEFAULTS.logs.keep,
   }));
 
+// ---- resource limits ----------------------------------------------------------------------
+
+/** Applied through the vassal's cgroup (src/process/containment.ts); null = no limits given. */
+const limits = z
+  .strictObject({ memory: memoryLimit.optional(), pids: pidsLimit.optional(), cpu_weight: cpuWeight.optional(), open_files: openFiles.optional() })
+  .optional()
+  .transform((raw) =>
+    raw === undefined
+      ? null
+      : {
+          /** Hard memory limit in bytes (memory.max / memory.limit_in_bytes; no swap beyond it). */
+          memoryBytes: raw.memory ?? null,
+          /** Most processes and threads at once (pids.max). */
+          pids: raw.pids ?? null,
+          /** Relative CPU share 1-10000, 100 = default (cpu.weight; cpu.shares = weight × 10.24 on v1). */
+          cpuWeight: raw.cpu_weight ?? null,
+          /** RLIMIT_NOFILE, soft and hard. */
+          openFiles: raw.open_files ?? null,
+        },
+  );
+
 // ---- the whole document -------------------------------------------------------------------
 
 // Key order here is the order listed in "unknown field (allowed: ...)" messages.
@@ -335,9 +360,12 @@ export const vassalSchema = z
     user: orNull(account),
     group: orNull(account),
     logs,
+    limits,
+    /** A limit this host cannot apply refuses the deploy instead of a warning. */
+    limits_required: z.boolean().default(false),
   })
   // Fields named alike in the file and in the spec pass through as they are.
-  .transform(({ command: written, on_critical: onCritical, ...fields }, ctx) => {
+  .transform(({ command: written, on_critical: onCritical, limits_required: limitsRequired, ...fields }, ctx) => {
     /** Final argv. With `shell: true` this is ['/bin/sh', '-c', command]. */
     let argv: string[] = [];
     if (typeof written === 'string') {
@@ -350,7 +378,7 @@ export const vassalSchema = z
     } else {
       argv = written;
     }
-    return { ...fields, argv, onCritical };
+    return { ...fields, argv, onCritical, limitsRequired };
   });
 
 /** The document after validation; load.ts adds name, file, hash and resolves cwd and the service name. */

@@ -14,6 +14,7 @@ type Frozen<T> = T extends (infer Item)[]
 export type RestartPolicy = VassalDocument['restart'];
 export type BackoffSpec = Frozen<VassalDocument['backoff']>;
 export type LogsSpec = Frozen<VassalDocument['logs']>;
+export type LimitsSpec = Frozen<NonNullable<VassalDocument['limits']>>;
 export type ReadySpec = Frozen<VassalDocument['start']['ready']>;
 type CheckOutput = VassalDocument['checks'][number];
 // The schema returns a ttl check and a periodic check as two shapes; one shape whose probe is

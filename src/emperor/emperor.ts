@@ -9,6 +9,7 @@ import { distrustOf, resolveIdentity, type IdentityPolicy } from './identity.js'
 import type { VassalSpec } from '../config/spec.js';
 import type { Logger } from '../log/logger.js';
 import { Guardian } from '../process/guardian.js';
+import { Containment, type ContainmentStatus } from '../process/containment.js';
 import { PidRecords } from '../process/records.js';
 import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
@@ -43,6 +44,11 @@ export interface EmperorOptions {
   readonly consulAddress?: string | undefined;
   /** Tyrant mode and user switching (default: no tyrant; root-ness from the process). */
   readonly identity?: Partial<IdentityPolicy>;
+  /**
+   * 'auto' (default): a cgroup per vassal where the emperor can create one, else process
+   * groups; 'process-group': never use cgroups (--no-cgroups, EMPEROR_NO_CGROUPS=1).
+   */
+  readonly containment?: 'auto' | 'process-group';
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -62,6 +68,8 @@ export interface EmperorStatus {
   readonly vassals: VassalStatus[];
   /** One entry per configured registry (empty without any). */
   readonly registries: RegistryStatus[];
+  /** How vassals are contained (cgroup or process group) and which limits this host applies. */
+  readonly containment: ContainmentStatus;
 }
 
 interface Entry {
@@ -125,6 +133,8 @@ export class Emperor {
   private readonly watcher: VassalDirWatcher;
   private readonly guardian = new Guardian();
   private readonly records: PidRecords;
+  /** Decided at start(); process groups until then (nothing runs before start). */
+  private containment = Containment.processGroups('not started');
   private readonly baseEnv = inheritableEnv(process.env);
   private readonly startedAt = Date.now();
   private shuttingDown = false;
@@ -174,6 +184,24 @@ export class Emperor {
     if (!st?.isDirectory()) throw new Error(`vassals directory ${this.opts.vassalsDir} does not exist or is not a directory (--vassals / EMPEROR_VASSALS)`);
     const logsDirWarning = await prepareLogsDir(this.opts.logsDir);
     if (logsDirWarning) this.log.warn(logsDirWarning, { event: 'logs-dir' });
+    this.containment =
+      this.opts.containment === 'process-group'
+        ? Containment.processGroups('cgroups turned off (--no-cgroups or EMPEROR_NO_CGROUPS)')
+        : Containment.setup(this.opts.stateDir);
+    const c = this.containment.status();
+    if (c.mode === 'cgroup') {
+      this.log.info(`containment: cgroup per vassal under ${c.cgroup}; limits available: ${c.limits.join(', ')}`, { event: 'containment', mode: c.mode, cgroup: c.cgroup, limits: c.limits });
+    } else {
+      this.log.warn(`containment: process groups only, so a vassal process that calls setsid escapes stop and restart: ${c.reason}; limits available: ${c.limits.join(', ')}`, {
+        event: 'containment',
+        mode: c.mode,
+        limits: c.limits,
+      });
+    }
+    // First by cgroup: that also finds processes that left their process group.
+    for (const left of await this.containment.reapLeftovers()) {
+      this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run, found in its cgroup`, { vassal: left.name, event: 'leftover', killed: left.killed });
+    }
     for (const left of await this.records.reapLeftovers()) {
       this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run (pid ${left.pid}): ${left.reason}`, {
         vassal: left.name,
@@ -181,7 +209,7 @@ export class Emperor {
         pid: left.pid,
       });
     }
-    this.guardian.start();
+    this.guardian.start(this.containment.guardianDirs());
     await this.watcher.start();
     this.log.info(`watching ${this.opts.vassalsDir}`, { event: 'watching', vassals: this.entries.size });
   }
@@ -194,6 +222,7 @@ export class Emperor {
     await Promise.all([...this.entries.values()].map((e) => e.vassal?.stop() ?? Promise.resolve()));
     await this.guardian.close();
     await this.parser.close();
+    await this.containment.close();
     await this.opts.registrar?.close();
   }
 
@@ -244,8 +273,26 @@ export class Emperor {
     this.log.error(`invalid vassal file: ${error.message}${keeps}`, { vassal: entry.name, event: 'invalid' });
   }
 
+  /**
+   * Limits this host cannot apply: a warning, or with limits_required a refusal (returned), so
+   * the file shows as invalid and a running version keeps running.
+   */
+  private limitsRefusal(spec: VassalSpec): ConfigError | undefined {
+    const problems = this.containment.unsupported(spec.limits);
+    if (problems.length === 0) return undefined;
+    if (spec.limitsRequired) return new ConfigError(spec.file, `${problems.join('; ')}; refusing to start it because limits_required is true`);
+    for (const p of problems) this.log.warn(`${spec.file}: ${p}; starting it without that limit (set limits_required: true to refuse instead)`, { vassal: spec.name, event: 'limits-unsupported' });
+    return undefined;
+  }
+
   private apply(entry: Entry, spec: VassalSpec, wasRemoved: boolean): void {
     const { name, file } = entry;
+    const unchanged = entry.vassal !== undefined && spec.hash === entry.vassal.spec.hash && !wasRemoved;
+    const refusal = unchanged ? undefined : this.limitsRefusal(spec);
+    if (refusal) {
+      this.markInvalid(entry, refusal, wasRemoved);
+      return;
+    }
     const hadError = entry.fileError !== undefined;
     entry.fileError = undefined;
     if (!entry.vassal) {
@@ -290,6 +337,7 @@ export class Emperor {
       baseEnv: this.baseEnv,
       guardian: this.guardian,
       records: this.records,
+      containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n) },
       beforeStop: (name) => this.deregister(name),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
@@ -362,6 +410,7 @@ export class Emperor {
       startedAt: this.startedAt,
       vassals,
       registries: this.opts.registrar?.status() ?? [],
+      containment: this.containment.status(),
     };
   }
 
@@ -388,6 +437,8 @@ export class Emperor {
         checks: [],
         readyAfterMs: null,
         output: { droppedBytes: 0, mirrorSuppressedBytes: 0 },
+        oomKills: 0,
+        cgroup: null,
         fileError,
       };
     }
@@ -489,6 +540,11 @@ export class Emperor {
       throw new ControlError(`not reloaded, the running version keeps running: ${entry.fileError.message}`, 409);
     }
     if (iv.identity) this.identities.set(verdict.spec, iv.identity);
+    const refusal = this.limitsRefusal(verdict.spec);
+    if (refusal) {
+      entry.fileError = refusal;
+      throw new ControlError(`not reloaded, the running version keeps running: ${refusal.message}`, 409);
+    }
     entry.fileError = undefined;
     return verdict.spec;
   }

@@ -52,6 +52,26 @@ export function createMetricsRegistry(status: () => EmperorStatus): client.Regis
       for (const v of current().vassals) this.inc({ vassal: v.name }, v.restarts);
     },
   });
+  new client.Counter({
+    name: 'emperor_vassal_oom_kills_total',
+    help: "Runs of the vassal ended by the kernel's OOM killer (limits.memory) since it was deployed",
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.inc({ vassal: v.name }, v.oomKills);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_vassal_last_exit_oom_killed',
+    help: '1 when the last exit of the vassal was an OOM kill, else 0',
+    labelNames: ['vassal'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) this.set({ vassal: v.name }, v.lastExit?.oomKilled ? 1 : 0);
+    },
+  });
   new client.Gauge({
     name: 'emperor_vassal_last_exit_code',
     help: 'Exit code of the last exit of the vassal (absent until it exited with a code)',

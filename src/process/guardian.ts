@@ -5,6 +5,11 @@
 // vassals) that holds the list of live process groups and reads it from a pipe. The kernel
 // closes the pipe's write end however the emperor dies, so EOF on stdin means "the emperor is
 // gone": kill every listed group, then exit.
+//
+// With cgroups it is given the emperor's parent cgroups as arguments ($1: the v2 parent, or
+// empty; then v1 parents that hold limits): at EOF it writes cgroup.kill of the v2 parent,
+// which kills every vassal process however it escaped its process group, and then removes the
+// vassals' cgroups once they are empty.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { Writable } from 'node:stream';
@@ -28,8 +33,32 @@ while IFS= read -r l; do
     *) unset "g_$id" ;;
   esac
 done
+if [ -n "$1" ]; then
+  if [ -e "$1/cgroup.kill" ]; then
+    echo 1 > "$1/cgroup.kill"
+  else
+    echo 1 > "$1/cgroup.freeze"
+    for c in "$1" "$1"/*/; do
+      [ -f "$c/cgroup.procs" ] && while read -r p; do kill -s KILL "$p"; done < "$c/cgroup.procs"
+    done
+    echo 0 > "$1/cgroup.freeze"
+  fi
+fi 2>/dev/null
 set | while IFS= read -r v; do
   case $v in g_[0-9]*=*) v=\${v#g_}; kill -s KILL -- "-\${v%%=*}" 2>/dev/null ;; esac
+done
+# Remove the vassals' cgroups and the parents; one still emptying refuses rmdir for a moment.
+i=0
+while [ $# -gt 0 ] && [ $i -lt 100 ]; do
+  left=
+  for p in "$@"; do
+    [ -n "$p" ] && [ -d "$p" ] || continue
+    for c in "$p"/*/; do [ -d "$c" ] && { rmdir "$c" || left=1; }; done
+    rmdir "$p" || left=1
+  done 2>/dev/null
+  [ -z "$left" ] && break
+  sleep 0.05
+  i=$((i + 1))
 done
 exit 0
 `;
@@ -47,12 +76,12 @@ interface Running {
 
 const noop = (): void => undefined;
 
-function launch(): Running {
+function launch(cgroupDirs: readonly string[]): Running {
   let child: ChildProcess;
   try {
     // Own process group: Ctrl-C or a signal to the emperor's group must not reach it. Nothing
     // kills it when the emperor exits: that is exactly when it has work to do.
-    child = spawn('/bin/sh', ['-c', SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
+    child = spawn('/bin/sh', ['-c', SCRIPT, 'emperor-guardian', ...cgroupDirs], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
   } catch {
     return { pid: undefined, stdin: null, exited: Promise.resolve(), ref: noop, kill: () => false };
   }
@@ -74,16 +103,19 @@ export class Guardian {
   private running: Running | undefined;
   private started = false;
   private readonly groups = new Set<number>();
+  private cgroupDirs: readonly string[] = [];
 
   /** Pid of the guardian shell, while it runs. */
   get pid(): number | undefined {
     return this.running?.pid;
   }
 
-  start(): void {
+  /** cgroupDirs: Containment.guardianDirs() in cgroup mode (the v2 parent first). */
+  start(cgroupDirs?: readonly string[]): void {
     this.started = true;
+    if (cgroupDirs) this.cgroupDirs = cgroupDirs;
     if (this.running) return;
-    const running = launch();
+    const running = launch(this.cgroupDirs);
     this.running = running;
     void running.exited.then(() => {
       if (this.running === running) this.running = undefined;

@@ -67,3 +67,24 @@ function supportsPdeathsig(file: string): boolean {
   const res = spawnSync(file, ['--help'], { timeout: 5000, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   return `${res.stdout ?? ''}${res.stderr ?? ''}`.includes('--pdeathsig');
 }
+
+// The launch wrapper: /bin/sh (dash: a millisecond) that sets RLIMIT_NOFILE and writes its own
+// pid into the vassal's cgroup.procs files, then execs the app (through setpriv when used).
+// Joining before exec leaves no window in which the app could fork a process outside its
+// cgroup; Node cannot spawn into a cgroup (no clone3 CLONE_INTO_CGROUP). Paths and the limit
+// travel as arguments, never in the environment the app sees. Exit 125 with a message on
+// stderr (the vassal's log) when either step fails: the app never runs unconfined.
+const WRAPPER = `n=$1; shift
+if [ "$n" != - ]; then ulimit -n "$n" || { echo "emperor: cannot set open_files to $n" >&2; exit 125; }; fi
+while [ $# -gt 0 ]; do
+  f=$1; shift
+  [ "$f" = -- ] && break
+  echo $$ > "$f" || { echo "emperor: cannot move into cgroup: $f" >&2; exit 125; }
+done
+exec "$@"`;
+
+/** argv that runs `argv` after joining `procsFiles` and setting open files; unchanged when neither. */
+export function wrapLaunch(argv: readonly string[], procsFiles: readonly string[], openFiles: number | undefined): string[] {
+  if (procsFiles.length === 0 && openFiles === undefined) return [...argv];
+  return ['/bin/sh', '-c', WRAPPER, 'emperor-launch', openFiles === undefined ? '-' : String(openFiles), ...procsFiles, '--', ...argv];
+}

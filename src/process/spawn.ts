@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
-import { launchProblem, setprivPath } from './launch.js';
+import { launchProblem, setprivPath, wrapLaunch } from './launch.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
 import type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
@@ -29,7 +29,7 @@ function spawnError(err: unknown): string {
 }
 
 /** A VassalProcess for a start that never happened; pid 0 is never signalled (see signalGroup). */
-function notStarted(error: string): VassalProcess {
+export function notStarted(error: string): VassalProcess {
   return {
     pid: 0,
     pgid: 0,
@@ -49,7 +49,13 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   const setpriv = setprivPath();
   if (req.identity && setpriv === undefined) return notStarted('cannot switch to another user: util-linux setpriv is not installed');
   const who = req.identity ? identityArgs(req.identity) : [];
-  const argv = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
+  const inner = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
+  // Joins its cgroup(s) and sets open_files before exec, as the emperor's user (setpriv comes after).
+  const placement = req.placement;
+  const argv = wrapLaunch(inner, placement?.procsFiles ?? [], req.openFiles);
+  const cgroup = placement?.cgroup;
+  // OOM kills are counted per cgroup; only those during this run are this process's.
+  const oomBefore = placement?.oomKills() ?? 0;
   const [file = '', ...args] = argv;
   const shortage = fdShortage();
   if (shortage !== undefined) return notStarted(`not started: ${shortage}`);
@@ -76,7 +82,10 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     };
   });
   // 'exit', not 'close': a grandchild still holding stdout must not delay the news.
-  child.once('exit', (code, signal) => settle({ code, signal }));
+  child.once('exit', (code, signal) => {
+    const oom = (placement?.oomKills() ?? 0) > oomBefore;
+    settle({ code, signal, ...(oom ? { oomKilled: true } : {}) });
+  });
   child.on('error', (err) => {
     // Only a failed spawn leaves pid unset; other 'error's (a failed kill...) are no exit.
     if (child.pid === undefined) settle({ code: null, signal: null, error: spawnError(err) });
@@ -105,7 +114,15 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     // Read now, while the leader cannot have been reaped yet (that needs this event loop).
     startTime: readStatSync(pid)?.startTime,
     exited,
-    signalGroup: (signal) => signalGroup(pid, signal),
-    groupAlive: () => probe.alive(leaderExited),
+    ...(cgroup ? { cgroup: cgroup.dir, whenGone: (ms: number) => cgroup.whenEmpty(ms) } : {}),
+    signalGroup: (signal) => {
+      if (!cgroup) return signalGroup(pid, signal);
+      if (!cgroup.populated()) return false;
+      // cgroup.kill also takes what forks meanwhile; other signals go to every listed process.
+      if (signal === 'SIGKILL') void cgroup.kill();
+      else cgroup.signalAll(signal);
+      return true;
+    },
+    groupAlive: () => (cgroup ? cgroup.populated() : probe.alive(leaderExited)),
   };
 }

@@ -2,7 +2,7 @@
 import { pollUntil, settlesWithin } from './timing.js';
 import type { VassalProcess } from './types.js';
 
-/** There is no event for "the last process of a group is gone", so it is polled. */
+/** There is no event for "the last process of a group is gone" (a cgroup has one), so it is polled. */
 const POLL_MS = 20;
 /** After SIGKILL only an uninterruptible sleep (D state) can keep a process around. */
 const KILL_WAIT_MS = 5000;
@@ -24,6 +24,7 @@ export interface ReapResult {
 async function groupGone(proc: VassalProcess, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   if (!(await settlesWithin(proc.exited, timeoutMs))) return false;
+  if (proc.whenGone) return proc.whenGone(Math.max(0, deadline - Date.now()));
   return pollUntil(() => !proc.groupAlive(), deadline, POLL_MS);
 }
 

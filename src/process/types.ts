@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Identity } from './identity.js';
+import type { Placement } from './containment.js';
 // Contract between the vassal state machine and the process layer.
 
 export interface ExitInfo {
@@ -9,6 +10,8 @@ export interface ExitInfo {
   readonly signal: NodeJS.Signals | null;
   /** Set when the process could not be spawned at all (ENOENT, EACCES...). */
   readonly error?: string;
+  /** The kernel's OOM killer killed a process of the vassal's memory cgroup during this run. */
+  readonly oomKilled?: boolean;
 }
 
 export type StreamName = 'stdout' | 'stderr';
@@ -30,6 +33,10 @@ export interface SpawnRequest {
   readonly notify?: boolean;
   /** Run as this user (needs root and util-linux setpriv). */
   readonly identity?: Identity | undefined;
+  /** The vassal's cgroups (joined before exec); undefined = process group only. */
+  readonly placement?: Placement | undefined;
+  /** RLIMIT_NOFILE (soft and hard) for the app. */
+  readonly openFiles?: number | undefined;
 }
 
 export interface VassalProcess {
@@ -44,6 +51,10 @@ export interface VassalProcess {
   readonly notify?: NodeJS.ReadableStream;
   /** Signal the whole process group. Returns false when the group no longer exists. */
   signalGroup(signal: NodeJS.Signals): boolean;
-  /** True while any process of the group is alive. */
+  /** True while any process of the group (or of the cgroup, when it has one) is alive. */
   groupAlive(): boolean;
+  /** The vassal's v2 cgroup directory, when contained by one. */
+  readonly cgroup?: string;
+  /** Resolves true as soon as the cgroup is empty (an event, not a poll), false after ms. */
+  whenGone?(ms: number): Promise<boolean>;
 }

@@ -2,7 +2,7 @@
 // pid records), and letting go of it again.
 import type { VassalSpec } from '../config/spec.js';
 import { identityEnv, type Identity } from '../process/identity.js';
-import { spawnVassal } from '../process/spawn.js';
+import { notStarted, spawnVassal } from '../process/spawn.js';
 import { reapGroupAfterExit } from '../process/stop.js';
 import type { OutputSink, VassalProcess } from '../process/types.js';
 import type { VassalContext, VassalLog } from './types.js';
@@ -36,15 +36,24 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   const identity = ctx.identityFor?.(spec);
   const env = vassalEnv(ctx, spec, identity, ctx.extraEnv?.(spec));
   if (notify) env.NOTIFY_FD = '3';
-  const proc = (ctx.spawn ?? spawnVassal)({
-    notify,
-    identity,
-    name: spec.name,
-    argv: spec.argv,
-    cwd: spec.cwd,
-    env,
-    output,
-  });
+  let proc: VassalProcess;
+  try {
+    const placement = ctx.containment?.prepare(spec.name, spec.limits);
+    proc = (ctx.spawn ?? spawnVassal)({
+      notify,
+      identity,
+      name: spec.name,
+      argv: spec.argv,
+      cwd: spec.cwd,
+      env,
+      output,
+      placement,
+      openFiles: spec.limits?.openFiles ?? undefined,
+    });
+  } catch (err) {
+    // The cgroup could not be made or a limit was refused: a failed start, with back-off.
+    proc = notStarted(err instanceof Error ? err.message : String(err));
+  }
   if (proc.pid > 0) {
     ctx.guardian.add(proc.pgid);
     ctx.records
@@ -64,5 +73,7 @@ export async function releaseProcess(ctx: VassalContext, name: string, proc: Vas
     log('warn', 'reap-failed', `could not kill leftovers of pid ${proc.pid}: ${String(err)}`);
   }
   ctx.guardian.remove(proc.pgid);
+  // Empty now (stopGroup and reapGroupAfterExit wait for that): a start makes a new one.
+  await ctx.containment?.release(name).catch(() => undefined);
   await ctx.records.remove(name).catch(() => undefined);
 }

@@ -5,6 +5,7 @@ import type { CheckState } from '../checks/state.js';
 import type { Logger } from '../log/logger.js';
 import type { OutputStats } from '../output/capture.js';
 import type { MirrorLimit } from '../output/mirror.js';
+import type { Limits, Placement } from '../process/containment.js';
 import type { Identity } from '../process/identity.js';
 import type { ExitInfo, SpawnRequest, VassalProcess } from '../process/types.js';
 import type { VassalState } from './states.js';
@@ -37,6 +38,12 @@ export interface VassalContext {
   readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
   /** The process layer (default: spawnVassal); tests drive the state machine with a fake. */
   readonly spawn?: (req: SpawnRequest) => VassalProcess;
+  /** Per-vassal cgroups and limits (src/process/containment.ts); absent = process groups only. */
+  readonly containment?: {
+    /** Throws (a failed start) when the cgroup cannot be made or a limit is refused. */
+    prepare(name: string, limits: Limits | null): Placement;
+    release(name: string): Promise<void>;
+  };
 }
 
 /** A vassal's own log line: every line carries the vassal name and an event. */
@@ -46,7 +53,9 @@ export interface LastExit {
   readonly code: number | null;
   readonly signal: string | null;
   readonly error?: string;
-  /** One human phrase: "exited with code 1", "killed by SIGKILL", "not ready within 30s". */
+  /** The kernel's OOM killer struck in the vassal's memory cgroup during this run. */
+  readonly oomKilled?: boolean;
+  /** One human phrase: "exited with code 1", "killed by SIGKILL", "oom-killed", "not ready within 30s". */
   readonly reason: string;
   readonly at: number;
 }
@@ -72,17 +81,30 @@ export interface VassalSnapshot {
   readonly readyAfterMs: number | null;
   /** Output accounting since the vassal was deployed. */
   readonly output: OutputStats;
+  /** Runs ended by the OOM killer since the vassal was deployed. */
+  readonly oomKills: number;
+  /** The cgroup of the current process; null without a process or without cgroup containment. */
+  readonly cgroup: string | null;
 }
 
 export function describeExit(info: ExitInfo): string {
   if (info.error) return info.error;
-  if (info.signal) return `killed by ${info.signal}`;
-  return `exited with code ${info.code ?? '?'}`;
+  const plain = info.signal ? `killed by ${info.signal}` : `exited with code ${info.code ?? '?'}`;
+  // The OOM killer sends SIGKILL; any other end after an OOM kill in the cgroup says both.
+  if (info.oomKilled) return info.signal === 'SIGKILL' ? 'oom-killed' : `${plain} after an oom-kill in its cgroup`;
+  return plain;
 }
 
 /** What happened to a process, as status shows it. */
 export function lastExitOf(info: ExitInfo, at = Date.now()): LastExit {
-  return { code: info.code, signal: info.signal, reason: describeExit(info), at, ...(info.error ? { error: info.error } : {}) };
+  return {
+    code: info.code,
+    signal: info.signal,
+    reason: describeExit(info),
+    at,
+    ...(info.error ? { error: info.error } : {}),
+    ...(info.oomKilled ? { oomKilled: true } : {}),
+  };
 }
 
 /** A stop the emperor caused (timeout, failed readiness, critical health): no exit code. */

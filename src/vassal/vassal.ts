@@ -31,6 +31,7 @@ export class Vassal extends EventEmitter {
   private afterStop: AfterStop = 'stopped';
   private readonly backoff = new Backoff();
   private spawns = 0;
+  private oomKills = 0;
   private lastExit: LastExit | null = null;
   private stateSince = Date.now();
   private spawnedAt = 0;
@@ -98,6 +99,8 @@ export class Vassal extends EventEmitter {
       nextStartAt: this.nextStartAt,
       health: health ? health.status : null,
       checks: health ? health.states() : [],
+      oomKills: this.oomKills,
+      cgroup: this.proc?.cgroup ?? null,
       readyAfterMs: this.readyAt === null ? null : this.readyAt - this.spawnedAt,
       output: this.output.stats(),
     };
@@ -282,16 +285,21 @@ export class Vassal extends EventEmitter {
     const reason = describeExit(info);
     if (this._state === 'stopping') {
       // Expected; the stop routine finishes the transition once the whole group is gone.
-      this.log('info', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal });
-      if (this.afterStop !== 'failed') this.lastExit = lastExitOf(info);
+      const oom = info.oomKilled ? { oom_killed: true } : {};
+      this.log(info.oomKilled ? 'warn' : 'info', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal, ...oom });
+      if (info.oomKilled) this.oomKills++;
+      // An OOM kill while stopping is still news worth keeping over "stopped by the emperor".
+      if (this.afterStop !== 'failed' || info.oomKilled) this.lastExit = lastExitOf(info);
       return;
     }
     if (gen !== this.generation) return;
     const wasRunning = this._state === 'running';
     this.quiesce();
     this.lastExit = lastExitOf(info);
+    if (info.oomKilled) this.oomKills++;
     if (proc.pid > 0) {
-      this.log(info.code === 0 ? 'info' : 'warn', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal });
+      const oom = info.oomKilled ? { oom_killed: true } : {};
+      this.log(info.code === 0 && !info.oomKilled ? 'info' : 'warn', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal, ...oom });
     } else {
       this.log('error', 'spawn-failed', `could not start: ${reason}`);
     }
