@@ -9,6 +9,7 @@
 // it to SECTIONS below.
 import { checks } from './checks.js';
 import { consul } from './consul.js';
+import { containment } from './containment.js';
 import { core } from './core.js';
 import { etcd } from './etcd.js';
 import { load } from './load.js';
@@ -16,7 +17,7 @@ import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, checks, load, etcd, consul];
+const SECTIONS: readonly Section[] = [core, containment, checks, load, etcd, consul];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
