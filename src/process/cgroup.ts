@@ -2,22 +2,13 @@
 // killing and "is anything left?" are questions about the cgroup, not about a process group.
 import fs from 'node:fs';
 import path from 'node:path';
-import { childCgroups, readKeyed, readProcs } from './cgroupfs.js';
+import { childCgroups, readKeyed, readProcs, tryWrite } from './cgroupfs.js';
 import { delay } from './timing.js';
 
 /** inotify on cgroup.events is the signal; this poll only guards against a lost event. */
 const SAFETY_POLL_MS = 100;
 /** Freeze-and-kill (kernels before 5.14 lack cgroup.kill) waits this long for "frozen 1". */
 const FREEZE_WAIT_MS = 1000;
-
-function writeFile(file: string, text: string): boolean {
-  try {
-    fs.writeFileSync(file, text);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Every pid in dir and its descendant cgroups (a root vassal may create sub-cgroups). */
 function allProcs(dir: string): number[] {
@@ -68,15 +59,15 @@ export class Cgroup {
 
   /** SIGKILL everything in the cgroup, including what forks meanwhile. */
   async kill(): Promise<void> {
-    if (writeFile(path.join(this.dir, 'cgroup.kill'), '1')) return;
+    if (tryWrite(path.join(this.dir, 'cgroup.kill'), '1')) return;
     // No cgroup.kill (Linux < 5.14): freeze so nothing can fork, kill the listed, thaw.
     const freeze = path.join(this.dir, 'cgroup.freeze');
-    if (writeFile(freeze, '1')) {
+    if (tryWrite(freeze, '1')) {
       const deadline = Date.now() + FREEZE_WAIT_MS;
       while (readKeyed(path.join(this.dir, 'cgroup.events')).get('frozen') !== 1 && Date.now() < deadline) await delay(10);
       // SIGKILL reaches frozen tasks in cgroup v2.
       for (const pid of allProcs(this.dir)) signalPid(pid, 'SIGKILL');
-      writeFile(freeze, '0');
+      tryWrite(freeze, '0');
       return;
     }
     this.signalAll('SIGKILL');

@@ -100,6 +100,16 @@ export function readOwnCgroups(): OwnCgroups {
   }
 }
 
+/** Write a cgroup control file; false when the kernel (or a missing file) refused. */
+export function tryWrite(file: string, text: string): boolean {
+  try {
+    fs.writeFileSync(file, text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Pids listed in a cgroup.procs file (empty when the cgroup is gone). */
 export function readProcs(dir: string): number[] {
   let text: string;

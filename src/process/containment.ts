@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Cgroup } from './cgroup.js';
-import { childCgroups, readKeyed, readOwnCgroups, readProcs, type OwnCgroups } from './cgroupfs.js';
+import { childCgroups, readKeyed, readOwnCgroups, readProcs, tryWrite, type OwnCgroups } from './cgroupfs.js';
 import { delay } from './timing.js';
 
 /** The cgroup part of a vassal's limits (a LimitsSpec fits); null or absent = unlimited. */
@@ -66,15 +66,6 @@ function mkdirOk(dir: string): void {
     fs.mkdirSync(dir);
   } catch (err) {
     if (errCode(err) !== 'EEXIST') throw err;
-  }
-}
-
-function tryWrite(file: string, text: string): boolean {
-  try {
-    fs.writeFileSync(file, text);
-    return true;
-  } catch {
-    return false;
   }
 }
 
