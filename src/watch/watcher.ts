@@ -201,10 +201,10 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
         present.add(file);
         const k = this.known.get(file);
         if (initial) await this.process(file);
-        else if (!k || k.sig !== signatureOf(st)) this.touch(file);
+        else if (!k || k.sig !== signatureOf(st)) this.touch(file, 'rescan');
       }),
     );
-    for (const file of this.known.keys()) if (!present.has(file)) this.touch(file);
+    for (const file of this.known.keys()) if (!present.has(file)) this.touch(file, 'rescan');
   }
 
   /** Change detector only (links followed as read() follows them); never decides anything. */
@@ -221,10 +221,14 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     }, this.opts.rescanMs);
   }
 
-  /** Something happened to `file`: (re)start its quiet period. */
-  private touch(file: string, delay = this.opts.settleMs): void {
+  /**
+   * Something happened to `file`: (re)start its quiet period. A rescan finding a file not
+   * reported yet is no news of a write: it must not restart an invalid file's grace period, or
+   * rescans more frequent than the grace would keep an invalid file from ever being reported.
+   */
+  private touch(file: string, seenBy: 'event' | 'rescan' = 'event'): void {
     if (this.closed) return;
-    this.lastEventAt.set(file, Date.now());
+    if (seenBy === 'event' || !this.lastEventAt.has(file)) this.lastEventAt.set(file, Date.now());
     if (this.busy.has(file)) {
       this.dirty.add(file);
       return;
@@ -235,7 +239,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
       setTimeout(() => {
         this.timers.delete(file);
         void this.process(file);
-      }, delay),
+      }, this.opts.settleMs),
     );
   }
 
