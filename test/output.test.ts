@@ -172,7 +172,7 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     const emp = await start(['--mirror-output', '--mirror-rate', '10']);
     const ws = emp.ws;
     const go = path.join(ws.root, 'go');
-    const script = `i=0; while [ $i -lt 5000 ]; do echo "noisy $i"; i=$((i+1)); done; while [ ! -e ${go} ]; do sleep 0.05; done; echo after; exec sleep 1000`;
+    const script = `i=0; while [ $i -lt 5000 ]; do echo "noisy $i"; i=$((i+1)); done; while [ ! -e ${go} ]; do sleep 0.05; done; sleep 5.5; echo after; exec sleep 1000`;
     await emp.writeVassal('noisy.json', { command: ['/bin/sh', '-c', script], start: { ready: { delay: '10ms' } } });
     await emp.writeVassal('quiet.json', { command: ['/bin/sh', '-c', 'echo hello from quiet; exec sleep 1000'], start: { ready: { delay: '10ms' } } });
     const log = path.join(ws.logs, 'noisy.log');
@@ -182,8 +182,9 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     await emp.waitFor((e) => e.event === 'output' && e.vassal === 'quiet' && e.message === 'hello from quiet', 'the quiet vassal mirrored');
     const held = (await emp.vassal('noisy')).output.mirrorSuppressedBytes;
     assert.ok(held > 0, 'held-back bytes are counted');
+    // The episode ends at a line after a quiet spell that refills the burst (50 lines at 10/s: 5 s).
     fs.writeFileSync(go, '');
-    const resumed = await emp.waitEvent('noisy', 'mirror-resumed');
+    const resumed = await emp.waitEvent('noisy', 'mirror-resumed', 0, 30_000);
     assert.equal(resumed.suppressed_bytes, held);
     await emp.waitFor((e) => e.event === 'output' && e.vassal === 'noisy' && e.message === 'after', 'mirroring resumes');
     const mirrored = emp.events('noisy', 'output').length;

@@ -57,16 +57,41 @@ export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: 
         reject(new NoEmperorError(`permission denied on ${socketPath}: the control socket belongs to the user running the emperor`));
       } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
         // The emperor accepted nothing or hung up: out of file descriptors it refuses connections.
-        reject(new ApiError(`the emperor on ${socketPath} closed the connection without answering (${err.code}); if its log shows EMFILE it is out of file descriptors, try again`, 0));
+        reject(new HungUp(`the emperor on ${socketPath} closed the connection without answering (${err.code}); if its log shows EMFILE it is out of file descriptors, try again`));
       } else reject(err);
     });
     req.end();
   });
 }
 
-/** One request to the control socket; a 4xx/5xx answer is thrown as ApiError with its message. */
+/** The connection was closed unanswered (an emperor out of file descriptors refuses connections so). */
+class HungUp extends ApiError {
+  constructor(message: string) {
+    super(message, 0);
+  }
+}
+
+/** Pauses before each new attempt of a read-only request the emperor hung up on. */
+const GET_RETRY_MS = [50, 200, 500];
+
+/**
+ * One request to the control socket; a 4xx/5xx answer is thrown as ApiError with its message.
+ * A GET the emperor hung up on unanswered is tried again a few times: out of descriptors for a
+ * moment, the emperor cannot accept, but it recovers them (failed starts give theirs back). A
+ * POST is never repeated, since it is unknown whether it was acted on.
+ */
 export async function callApi<T>(socketPath: string, method: 'GET' | 'POST', urlPath: string, opts: ApiOptions = {}): Promise<T> {
-  const { status, body } = await requestApi(socketPath, method, urlPath, opts);
+  let answer: ApiAnswer | undefined;
+  for (let attempt = 0; answer === undefined; attempt++) {
+    try {
+      answer = await requestApi(socketPath, method, urlPath, opts);
+    } catch (err) {
+      const pause = GET_RETRY_MS[attempt];
+      if (!(err instanceof HungUp) || method !== 'GET' || pause === undefined) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+  const { status, body } = answer;
   if (status >= 400) {
     const msg = (body as { error?: string } | null)?.error ?? `HTTP ${status}`;
     throw new ApiError(msg, status);

@@ -14,7 +14,8 @@ import type { VassalSpec } from './spec.js';
 import { parseYaml } from './yaml.js';
 
 
-export type VassalParseResult = { ok: true; spec: VassalSpec } | { ok: false; error: ConfigError };
+/** transient: not a verdict on the file (the parser could not run: out of fds or memory); try again later. */
+export type VassalParseResult = { ok: true; spec: VassalSpec } | { ok: false; error: ConfigError; transient?: true };
 
 const sha256 = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
@@ -142,5 +143,7 @@ export async function loadVassalFile(file: string, opts: LoadOptions = {}): Prom
   const distrust = await opts.trust?.(absolute, facts);
   if (distrust !== undefined) return { ok: false, error: new ConfigError(absolute, distrust), facts, hash: sha256(`distrusted: ${distrust}`) };
   const verdict = await (opts.parse ?? parseVassal)(bytes, absolute);
+  // No facts: a watcher's rescan then sees a changed file and tries again (the deploy is not lost).
+  if (!verdict.ok && verdict.transient) return { ok: false, error: verdict.error, facts: undefined, hash: sha256(`transient: ${verdict.error.problem}`) };
   return verdict.ok ? { ok: true, spec: verdict.spec, facts } : { ok: false, error: verdict.error, facts, hash: sha256(bytes) };
 }

@@ -54,7 +54,14 @@ const PIPELINE = 8;
 
 const WORKER_URL = new URL('./parse-worker.js', import.meta.url);
 
-const refused = (file: string, problem: string): VassalParseResult => ({ ok: false, error: new ConfigError(file, problem) });
+const refused = (file: string, problem: string, transient = false): VassalParseResult => ({
+  ok: false,
+  error: new ConfigError(file, problem),
+  ...(transient ? { transient: true as const } : {}),
+});
+
+/** The worker could not start or load its modules because the emperor is out of a resource. */
+const EXHAUSTED = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN)\b/;
 
 /**
  * One worker thread, requests answered in order. The time limit runs from the moment the
@@ -145,6 +152,11 @@ export class VassalParser {
     });
     worker.on('error', (error: Error & { code?: string }) => {
       if (worker !== this.worker) return;
+      if (error.code !== 'ERR_WORKER_OUT_OF_MEMORY' && EXHAUSTED.test(error.message)) {
+        // Not the file's fault: say so, and let it be read again (issue 10: exhaustion is transient).
+        this.replace(`not parsed yet: the parser could not run (${error.message}); it is read again at the next rescan`, true);
+        return;
+      }
       const problem =
         error.code === 'ERR_WORKER_OUT_OF_MEMORY'
           ? `refused: parsing it needs more than ${this.memoryLimitMb} MB of memory`
@@ -158,7 +170,7 @@ export class VassalParser {
   }
 
   /** The head request broke the worker: refuse it, start a new worker for the rest. */
-  private replace(problem: string): void {
+  private replace(problem: string, transient = false): void {
     clearTimeout(this.watchdog);
     const worker = this.worker;
     this.worker = undefined;
@@ -167,11 +179,11 @@ export class VassalParser {
     const culprit = this.inFlight.shift();
     // Sent after the culprit, never started: they go again, first in line.
     this.queue.unshift(...this.inFlight.splice(0));
-    if (culprit) culprit.resolve(refused(culprit.request.file, problem));
+    if (culprit) culprit.resolve(refused(culprit.request.file, problem, transient));
     // Before ready, nothing was in flight: a worker that cannot even start fails the next file only.
     else {
       const next = this.queue.shift();
-      next?.resolve(refused(next.request.file, problem));
+      next?.resolve(refused(next.request.file, problem, transient));
     }
     if (this.queue.length > 0) this.pump();
   }

@@ -17,7 +17,11 @@ export interface MirrorEvents {
   line(line: string, stream: StreamName): void;
   /** The first line held back after a run of mirrored ones. */
   suppressing(): void;
-  /** A line is mirrored again; `bytes` were held back since suppressing(). */
+  /**
+   * A line is mirrored after a quiet spell long enough to refill the whole burst; `bytes` were
+   * held back since suppressing(). (Ending an episode at every line that gets through would make
+   * a steadily noisy app produce a report pair per token: the very flood this prevents.)
+   */
   resumed(bytes: number): void;
 }
 
@@ -28,6 +32,7 @@ export class MirrorTap {
   /** Per stream: the held-back part ended inside a line, so skip to the next newline. */
   private readonly skipping: Record<StreamName, boolean> = { stdout: false, stderr: false };
   private episodeBytes: number | undefined;
+  private lastSuppressAt = 0;
   /** Bytes not mirrored because of the limit, since this object was made. */
   suppressedBytes = 0;
 
@@ -38,7 +43,7 @@ export class MirrorTap {
     this.tokens = limit.burst;
     const emitter = (stream: StreamName) => (line: string) => {
       this.tokens -= 1;
-      if (this.episodeBytes !== undefined) {
+      if (this.episodeBytes !== undefined && performance.now() - this.lastSuppressAt >= (this.limit.burst / this.limit.linesPerSec) * 1000) {
         const bytes = this.episodeBytes;
         this.episodeBytes = undefined;
         this.on.resumed(bytes);
@@ -92,6 +97,7 @@ export class MirrorTap {
   private suppress(bytes: number): void {
     if (bytes <= 0) return;
     this.suppressedBytes += bytes;
+    this.lastSuppressAt = performance.now();
     if (this.episodeBytes === undefined) {
       this.episodeBytes = 0;
       this.on.suppressing();
