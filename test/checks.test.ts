@@ -333,7 +333,7 @@ async function collect(runner: CheckRunner | TtlCheck, count: number) {
 void describe('CheckRunner', () => {
   void it('starts critical with "no result yet"', () => {
     const runner = new CheckRunner(checkSpec({ kind: 'tcp', host: '127.0.0.1', port: 1 }, { name: 'db' }), { cwd: dir, env: ENV });
-    assert.deepEqual(runner.state(), { name: 'db', kind: 'tcp', status: 'critical', output: 'no result yet', lastResultAt: null, lastChangeAt: null });
+    assert.deepEqual(runner.state(), { name: 'db', kind: 'tcp', status: 'critical', output: 'no result yet', lastResultAt: null, lastChangeAt: null, startLagMs: null, runs: 0 });
     assert.throws(() => new CheckRunner(checkSpec({ kind: 'ttl', ttlMs: 1_000 }), { cwd: dir, env: ENV }), /TtlCheck/);
   });
 
@@ -462,7 +462,7 @@ void describe('TtlCheck', () => {
 
   void it('starts critical and takes pushed statuses with their notes', () => {
     const check = new TtlCheck(ttlSpec(60_000));
-    assert.deepEqual(check.state(), { name: 'heartbeat', kind: 'ttl', status: 'critical', output: 'no update yet', lastResultAt: null, lastChangeAt: null });
+    assert.deepEqual(check.state(), { name: 'heartbeat', kind: 'ttl', status: 'critical', output: 'no update yet', lastResultAt: null, lastChangeAt: null, startLagMs: null, runs: 0 });
     const changes: string[] = [];
     const results: string[] = [];
     check.on('change', (state, previous) => changes.push(`${previous}->${state.status}`));

@@ -35,7 +35,7 @@ function answered(s: Sent): ApiAnswer {
 
 const seq = (a: ApiAnswer): number => Number(a.headers['x-emperor-seq']);
 
-describe('concurrent control requests', { timeout: 120_000 }, () => {
+describe('concurrent control requests', () => {
   let emp: EmperorUnderTest;
   before(async () => {
     emp = await EmperorUnderTest.start(await makeWorkspace());
@@ -47,10 +47,10 @@ describe('concurrent control requests', { timeout: 120_000 }, () => {
   it('a start arriving while a stop is under way: both answered, the stop first, the start wins', async () => {
     // Ignores SIGTERM, so the stop takes its whole 2 s timeout: the start surely lands in it.
     await emp.writeVassal('slowstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '2s' }, start: { ready: { delay: '10ms' } } }));
-    await emp.waitEvent('slowstop', 'ready', 0);
+    await emp.waitEvent('slowstop', 'ready', 0, 60_000);
     const m = emp.mark();
     const stop = post(emp, 'slowstop', 'stop');
-    await emp.waitEvent('slowstop', 'stopping', m);
+    await emp.waitEvent('slowstop', 'stopping', m, 60_000);
     const start = post(emp, 'slowstop', 'start');
     const [s, t] = await Promise.all([stop, start]);
     const sa = answered(s);
@@ -67,7 +67,7 @@ describe('concurrent control requests', { timeout: 120_000 }, () => {
     const names = ['mx-a', 'mx-b', 'mx-c'];
     const m = emp.mark();
     for (const n of names) await emp.writeVassal(`${n}.json`, { command: ['sleep', '1000'], start: { ready: { delay: '10ms' } }, stop: { timeout: '5s' } });
-    for (const n of names) await emp.waitEvent(n, 'ready', m);
+    for (const n of names) await emp.waitEvent(n, 'ready', m, 60_000);
 
     const actions: Action[] = ['start', 'stop', 'restart', 'reload'];
     // A fixed pseudo-random mix, so a failure can be replayed.

@@ -10,7 +10,7 @@ import { fixture } from './support/paths.js';
 
 const APP = fixture('app.js');
 
-describe('vassals directory replaced', { timeout: 60_000 }, () => {
+describe('vassals directory replaced', () => {
   let emp: EmperorUnderTest | undefined;
   after(async () => {
     await emp?.stop();
@@ -22,7 +22,7 @@ describe('vassals directory replaced', { timeout: 60_000 }, () => {
     // of events) can see the new files.
     emp = await EmperorUnderTest.start(ws, ['--rescan-interval', '1h']);
     await emp.writeVassal('old.json', appVassal(APP));
-    await emp.waitEvent('old', 'ready', 0);
+    await emp.waitEvent('old', 'ready', 0, 60_000);
 
     // The rename dance of configuration-management tools.
     const fresh = `${ws.vassals}.new`;
@@ -32,18 +32,18 @@ describe('vassals directory replaced', { timeout: 60_000 }, () => {
     await fs.rename(ws.vassals, `${ws.vassals}.old`);
     await fs.rename(fresh, ws.vassals);
     // What the new directory holds is applied: first deployed, old (absent there) stopped.
-    await emp.waitEvent('first', 'ready', m);
-    await emp.waitEvent('old', 'stopped', m);
+    await emp.waitEvent('first', 'ready', m, 60_000);
+    await emp.waitEvent('old', 'stopped', m, 60_000);
 
     // A file dropped after all that arrives through the new watch (a rescan is an hour away).
     m = emp.mark();
     await emp.writeVassal('second.json', appVassal(APP));
-    await emp.waitEvent('second', 'ready', m);
+    await emp.waitEvent('second', 'ready', m, 60_000);
 
     // A file in the old, moved-away directory is not one of ours any more.
     await fs.writeFile(path.join(`${ws.vassals}.old`, 'stray.json'), JSON.stringify(appVassal(APP)));
     await emp.writeVassal('third.json', appVassal(APP));
-    await emp.waitEvent('third', 'ready', m);
+    await emp.waitEvent('third', 'ready', m, 60_000);
     assert.equal(emp.events('stray', 'spawned').length, 0);
     const replaced = emp.entries.find((e) => e.event === 'watch-replaced');
     assert.match(replaced?.message ?? '', /vassals directory .* was replaced .*watching the new one/);

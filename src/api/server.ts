@@ -27,8 +27,11 @@ function socketAnswers(socketPath: string): Promise<boolean> {
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  sendText(res, status, JSON.stringify(body), headers);
+}
+
+function sendText(res: http.ServerResponse, status: number, text: string, headers: http.OutgoingHttpHeaders = {}): void {
   if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
@@ -109,7 +112,9 @@ export async function startControlServer(emperor: Emperor, socketPath: string, l
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    // A deep accept queue: a burst of scripts connecting at once (hundreds) waits its turn
+    // instead of failing with EAGAIN (the kernel caps it at net.core.somaxconn).
+    server.listen({ path: socketPath, backlog: 4096 }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -148,6 +153,22 @@ function parseTarget(rawUrl: string): { url: URL; parts: string[] } {
   return { url, parts };
 }
 
+/**
+ * The full status, serialized once per turn of the event loop: a burst of status requests (a
+ * dashboard, monitoring, 500 scripts at once) arrives in the same turn and shares one snapshot,
+ * instead of each building and serializing every vassal again. Never older than that turn.
+ */
+const statusCache = new WeakMap<Emperor, string>();
+function statusText(emperor: Emperor): string {
+  let text = statusCache.get(emperor);
+  if (text === undefined) {
+    text = JSON.stringify(emperor.status());
+    statusCache.set(emperor, text);
+    setImmediate(() => statusCache.delete(emperor));
+  }
+  return text;
+}
+
 async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   // Requests carry no body (JSON or otherwise): refuse one rather than read it, and close the
   // connection once answered so the rest of a large body is never read.
@@ -165,7 +186,7 @@ async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.Ser
     if (parts[0] !== 'v1') return notFound();
     if (parts.length === 2 && parts[1] === 'status') {
       allow(method, 'GET');
-      return send(res, 200, emperor.status());
+      return sendText(res, 200, statusText(emperor));
     }
     if (parts.length === 2 && parts[1] === 'reopen-logs') {
       allow(method, 'POST');

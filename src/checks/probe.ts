@@ -7,6 +7,7 @@ import net from 'node:net';
 import { formatDuration } from '../config/index.js';
 import type { CheckStatus, ProbeTarget } from '../config/index.js';
 import { identityArgs, setprivPath, type Identity } from '../process/index.js';
+import { runExecInThread } from './exec-runner.js';
 
 export interface ProbeResult {
   readonly status: CheckStatus;
@@ -234,7 +235,7 @@ function wrappedArgv(argv: readonly string[], identity: Identity | undefined): s
  * whole group gets SIGKILL, and the result only comes once the leader has been reaped, so a
  * probe never overlaps the next one.
  */
-async function probeExec(argv: readonly string[], ctx: ProbeContext): Promise<ProbeResult> {
+export async function probeExecHere(argv: readonly string[], ctx: ProbeContext): Promise<ProbeResult> {
   // spawn() reports a missing cwd as "spawn /bin/sh ENOENT", which would point the wrong way.
   try {
     if (!(await stat(ctx.cwd)).isDirectory()) return critical(`working directory is not a directory: ${ctx.cwd}`);
@@ -323,7 +324,8 @@ export async function runProbe(target: ProbeTarget, ctx: ProbeContext): Promise<
       case 'tcp':
         return await probeTcp(target.host, target.port, ctx);
       case 'exec':
-        return await probeExec(target.argv, ctx);
+        // On the probe thread: spawning blocks the caller until the child has exec'd.
+        return await runExecInThread(target.argv, ctx);
     }
     return critical(`unsupported probe kind ${JSON.stringify((target as { kind: unknown }).kind)}`);
   } catch (err) {

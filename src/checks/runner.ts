@@ -6,6 +6,14 @@ import { performance } from 'node:perf_hooks';
 import type { CheckSpec, CheckStatus, ProbeTarget } from '../config/index.js';
 import { runProbe, type ProbeResult } from './probe.js';
 import { INITIAL_STATUS, type CheckEvents, type CheckState } from './state.js';
+import { probeBudget, type ProbeBudget } from './budget.js';
+
+/**
+ * The first run comes at a random moment within min(interval, this), as Consul staggers its
+ * checks: vassals started together do not all probe in the same instant, every interval.
+ * Capped so a long interval does not leave a new check "no result yet" (critical) for long.
+ */
+export const FIRST_RUN_SPREAD_MS = 1000;
 
 export interface CheckRunnerOptions {
   /** Working directory of exec probes (the vassal's). */
@@ -14,6 +22,8 @@ export interface CheckRunnerOptions {
   readonly env: Readonly<Record<string, string>>;
   /** Exec probes run as the vassal's user. */
   readonly identity?: Identity | undefined;
+  /** Slots for probes running at once (default: the emperor's, shared by every check). */
+  readonly budget?: ProbeBudget;
 }
 
 /**
@@ -79,6 +89,8 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
       output: 'no result yet',
       lastResultAt: null,
       lastChangeAt: null,
+      startLagMs: null,
+      runs: 0,
     };
   }
 
@@ -90,14 +102,18 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
     return this.running;
   }
 
-  /** Runs the first probe now, then every intervalMs. Starting twice does nothing. */
+  /**
+   * Runs the first probe at a random moment within min(interval, FIRST_RUN_SPREAD_MS), then
+   * every intervalMs. Starting twice does nothing.
+   */
   start(): void {
     if (this.running) return;
     this.running = true;
+    const firstAt = performance.now() + Math.random() * Math.min(this.spec.intervalMs, FIRST_RUN_SPREAD_MS);
     const previous = this.inFlight;
     // Restarted while a stopped run is still being killed: never two runs at once.
-    if (previous === undefined) this.launch(performance.now());
-    else void previous.done.then(() => this.launch(performance.now()));
+    if (previous === undefined) this.schedule(firstAt);
+    else void previous.done.then(() => this.schedule(Math.max(firstAt, performance.now())));
   }
 
   /**
@@ -135,14 +151,24 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
   }
 
   private async runOnce(dueAt: number, signal: AbortSignal): Promise<void> {
-    const startedAt = performance.now();
-    const result = await runProbe(this.spec.probe, {
-      timeoutMs: this.spec.timeoutMs,
-      cwd: this.options.cwd,
-      env: this.options.env,
-      identity: this.options.identity,
-      signal,
-    });
+    const budget = this.options.budget ?? probeBudget;
+    const release = await budget.acquire(signal);
+    let result: ProbeResult;
+    let startedAt: number;
+    try {
+      if (!this.running || signal.aborted) return;
+      startedAt = performance.now();
+      budget.noteStart(this.spec.name, Math.max(0, startedAt - dueAt), this.spec.intervalMs);
+      result = await runProbe(this.spec.probe, {
+        timeoutMs: this.spec.timeoutMs,
+        cwd: this.options.cwd,
+        env: this.options.env,
+        identity: this.options.identity,
+        signal,
+      });
+    } finally {
+      release();
+    }
     const endedAt = performance.now();
     if (!this.running || signal.aborted) return;
     // Fixed rate: the next run is due one interval after this one was. After an overrun it
@@ -164,10 +190,12 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
         output: result.output,
         lastResultAt: now,
         lastChangeAt: changed ? now : previous.lastChangeAt,
+        startLagMs: timing.lagMs,
+        runs: previous.runs + 1,
       };
       if (changed) this.emit('change', this.current, previous.status);
     } else {
-      this.current = { ...previous, lastResultAt: now };
+      this.current = { ...previous, lastResultAt: now, startLagMs: timing.lagMs, runs: previous.runs + 1 };
     }
     this.emit('result', this.current, { result, applied, ...timing });
   }

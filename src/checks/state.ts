@@ -14,6 +14,13 @@ export interface CheckState {
   readonly lastResultAt: number | null;
   /** Date.now() of the latest status change; null while the status is the initial one. */
   readonly lastChangeAt: number | null;
+  /**
+   * How late the latest run started, in ms (actual start minus due time: waiting for a slot
+   * of the probe budget, or a busy event loop); null before the first run and for ttl checks.
+   */
+  readonly startLagMs: number | null;
+  /** Results so far (probe runs; pushes for a ttl check). */
+  readonly runs: number;
 }
 
 export interface ResultInfo {

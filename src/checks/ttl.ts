@@ -26,7 +26,7 @@ export class TtlCheck extends EventEmitter<CheckEvents> {
     if (spec.probe.kind !== 'ttl') throw new TypeError(`check ${spec.name} is not a TTL check; use CheckRunner`);
     this.spec = spec;
     this.ttlMs = spec.probe.ttlMs;
-    this.current = { name: spec.name, kind: 'ttl', status: INITIAL_STATUS, output: 'no update yet', lastResultAt: null, lastChangeAt: null };
+    this.current = { name: spec.name, kind: 'ttl', status: INITIAL_STATUS, output: 'no update yet', lastResultAt: null, lastChangeAt: null, startLagMs: null, runs: 0 };
   }
 
   state(): CheckState {
@@ -78,7 +78,7 @@ export class TtlCheck extends EventEmitter<CheckEvents> {
     const now = Date.now();
     const previous = this.current;
     const changed = status !== previous.status;
-    this.current = { ...previous, status, output, lastResultAt: now, lastChangeAt: changed ? now : previous.lastChangeAt };
+    this.current = { ...previous, status, output, lastResultAt: now, lastChangeAt: changed ? now : previous.lastChangeAt, runs: previous.runs + 1 };
     if (changed) this.emit('change', this.current, previous.status);
     this.emit('result', this.current, { result: { status, output }, applied: true, lagMs, durationMs: 0 });
   }

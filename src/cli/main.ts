@@ -1,3 +1,4 @@
+import { DEFAULT_PROBE_CONCURRENCY } from '../checks/budget.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, callApi, NoEmperorError } from '../api/client.js';
 import { parseDuration } from '../config/duration.js';
@@ -102,6 +103,16 @@ const run = program
       .env('EMPEROR_DEREGISTER_TIMEOUT')
       .argParser(durationArg('--deregister-timeout'))
       .default(2000, '2s'),
+  )
+  .addOption(
+    new Option('--check-concurrency <n>', 'most health/readiness probes running at once, over all vassals')
+      .env('EMPEROR_CHECK_CONCURRENCY')
+      .argParser((v: string) => {
+        const n = Number(v);
+        if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--check-concurrency: expected a whole number ≥ 1, got "${v}"`);
+        return n;
+      })
+      .default(DEFAULT_PROBE_CONCURRENCY),
   );
 addEtcdOptions(run);
 addConsulOptions(run);
@@ -121,6 +132,7 @@ run.action(
       metrics?: { host: string; port: number };
       antiEntropyInterval: number;
       deregisterTimeout: number;
+      checkConcurrency: number;
       tyrant?: boolean;
       tyrantAllowRoot?: boolean;
       cgroups: boolean;
@@ -155,6 +167,7 @@ run.action(
         consul,
         antiEntropyMs: o.antiEntropyInterval,
         deregisterTimeoutMs: o.deregisterTimeout,
+        checkConcurrency: o.checkConcurrency,
         tyrant: Boolean(o.tyrant),
         tyrantAllowRoot: Boolean(o.tyrantAllowRoot),
         cgroups: o.cgroups,

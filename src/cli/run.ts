@@ -1,3 +1,4 @@
+import { probeBudget } from '../checks/budget.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -32,6 +33,8 @@ export interface RunOptions {
   consul: ConsulConfig | undefined;
   antiEntropyMs: number;
   deregisterTimeoutMs: number;
+  /** Most probes running at once over all vassals (the probe budget). */
+  checkConcurrency: number;
   tyrant: boolean;
   tyrantAllowRoot: boolean;
   /** false: process groups only (--no-cgroups). */
@@ -79,6 +82,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   // 0700: the control socket inside is the emperor's whole authority.
   await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
 
+  probeBudget.setLimit(o.checkConcurrency);
   const { registrar, consulAddress } = await createRegistrar(o, logger, stateDir);
   const emperor = new Emperor({
     registrar,

@@ -23,6 +23,7 @@ import { ControlQueue, SupersededError, waitState } from './control-queue.js';
 import { formatDuration } from '../config/duration.js';
 import { prepareLogsDir } from '../output/logdir.js';
 import type { MirrorLimit } from '../output/mirror.js';
+import { probeBudget, type BudgetSnapshot, type ProbeBudget } from '../checks/budget.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -49,6 +50,8 @@ export interface EmperorOptions {
    * groups; 'process-group': never use cgroups (--no-cgroups, EMPEROR_NO_CGROUPS=1).
    */
   readonly containment?: 'auto' | 'process-group';
+  /** The probe budget whose lag is reported (default: the process-wide one every check uses). */
+  readonly probeBudget?: ProbeBudget;
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -70,6 +73,8 @@ export interface EmperorStatus {
   readonly registries: RegistryStatus[];
   /** How vassals are contained (cgroup or process group) and which limits this host applies. */
   readonly containment: ContainmentStatus;
+  /** The probe budget: slots, probes running and waiting, and whether checks fall behind. */
+  readonly probes: BudgetSnapshot;
 }
 
 interface Entry {
@@ -153,6 +158,17 @@ export class Emperor {
   private readonly parser = new VassalParser();
   /** How every vassal file is read: the watcher's reads and reload's re-reads alike. */
   private readonly load: LoadOptions;
+  private readonly budget: ProbeBudget;
+  // Once per episode, not per late run: "checks are behind" is one fact, however many are late.
+  private readonly onChecksBehind = (i: { check: string; lagMs: number; intervalMs: number; limit: number; waiting: number }): void => {
+    this.log.warn(
+      `health checks are falling behind: check ${i.check} started ${formatDuration(Math.round(i.lagMs))} late (interval ${formatDuration(i.intervalMs)}); ${i.waiting} probe(s) waiting for one of ${i.limit} slots (--check-concurrency), or the machine is too busy. Lag is in status (checks[].startLagMs, probes) and metrics`,
+      { event: 'checks-behind', check: i.check, lag_ms: Math.round(i.lagMs), waiting: i.waiting, limit: i.limit },
+    );
+  };
+  private readonly onChecksCaughtUp = (): void => {
+    this.log.info('health checks caught up: no run started a whole interval late for 30s', { event: 'checks-caught-up' });
+  };
 
   constructor(private readonly opts: EmperorOptions) {
     this.hostname = opts.hostname ?? os.hostname();
@@ -173,6 +189,9 @@ export class Emperor {
     this.watcher.on('remove', (file) => this.onRemove(file));
     this.watcher.on('error', (err) => opts.logger.error(err.message, { event: 'watch-error' }));
     this.watcher.on('replaced', (message) => opts.logger.warn(message, { event: 'watch-replaced' }));
+    this.budget = opts.probeBudget ?? probeBudget;
+    this.budget.on('behind', this.onChecksBehind);
+    this.budget.on('caught-up', this.onChecksCaughtUp);
   }
 
   get log(): Logger {
@@ -224,6 +243,8 @@ export class Emperor {
     await this.parser.close();
     await this.containment.close();
     await this.opts.registrar?.close();
+    this.budget.off('behind', this.onChecksBehind);
+    this.budget.off('caught-up', this.onChecksCaughtUp);
   }
 
   // ---- file events ---------------------------------------------------------------------
@@ -411,6 +432,7 @@ export class Emperor {
       vassals,
       registries: this.opts.registrar?.status() ?? [],
       containment: this.containment.status(),
+      probes: this.budget.snapshot(),
     };
   }
 

@@ -137,6 +137,66 @@ export function createMetricsRegistry(status: () => EmperorStatus): client.Regis
       for (const v of current().vassals) this.inc({ vassal: v.name }, v.output.mirrorSuppressedBytes);
     },
   });
+  new client.Gauge({
+    name: 'emperor_check_start_lag_seconds',
+    help: 'How late the latest run of each periodic check started (actual start minus due time: waiting for a probe slot, or a busy emperor)',
+    labelNames: ['vassal', 'check'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of current().vassals) for (const c of v.checks) if (c.startLagMs !== null) this.set({ vassal: v.name, check: c.name }, c.startLagMs / 1000);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_probes_running',
+    help: 'Health and readiness probes running now, over all vassals',
+    registers,
+    collect() {
+      this.set(current().probes.running);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_probes_waiting',
+    help: 'Probes that are due and wait for a slot of the probe budget',
+    registers,
+    collect() {
+      this.set(current().probes.waiting);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_probe_slots',
+    help: 'Probes allowed to run at once (--check-concurrency)',
+    registers,
+    collect() {
+      this.set(current().probes.limit);
+    },
+  });
+  new client.Counter({
+    name: 'emperor_probe_runs_total',
+    help: 'Periodic check runs started since the emperor started',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(current().probes.runs);
+    },
+  });
+  new client.Counter({
+    name: 'emperor_probe_late_runs_total',
+    help: 'Periodic check runs that started a whole interval (or more) after they were due',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(current().probes.lateRuns);
+    },
+  });
+  new client.Gauge({
+    name: 'emperor_checks_behind',
+    help: '1 while checks fall behind (a run started a whole interval late within the last 30 s), else 0',
+    registers,
+    collect() {
+      this.set(current().probes.behind ? 1 : 0);
+    },
+  });
   return registry;
 }
 
