@@ -17,8 +17,8 @@ export const expecting = (what: string, hint?: Hint) => ({
   error: (issue: { input?: unknown }) => expectedGot(what, issue.input, hint),
 });
 
-/** A failed refinement inside a transform, worded by the caller. */
-function refuse(ctx: z.core.$RefinementCtx, message: string, path: PropertyKey[] = []): typeof z.NEVER {
+/** A failed refinement inside a transform, worded by the caller; `path` names the field, relative to the value. */
+export function refuse(ctx: z.core.$RefinementCtx, message: string, path: PropertyKey[] = []): typeof z.NEVER {
   ctx.addIssue({ code: 'custom', message, path });
   return z.NEVER;
 }

@@ -27,6 +27,7 @@ import {
   pidsLimit,
   portNumber,
   positiveDuration,
+  refuse,
   serviceId,
   signal,
   tags,
@@ -65,12 +66,6 @@ const orNull = <T extends z.ZodType>(schema: T) => schema.optional().transform((
 const orList = (items: readonly string[]): string =>
   items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items[items.length - 1] ?? ''}`;
 
-/** A rule across several fields failed: `path` names the field to fix, relative to the object. */
-function refuse(ctx: z.core.$RefinementCtx, path: PropertyKey[], message: string): typeof z.NEVER {
-  ctx.addIssue({ code: 'custom', path, message });
-  return z.NEVER;
-}
-
 // ---- restarts -----------------------------------------------------------------------------
 
 const backoff = z
@@ -95,9 +90,9 @@ const backoff = z
     if (spec.maxMs < spec.initialMs) {
       // Blame the field the user actually wrote: with max left at its default, initial is the odd one.
       if (raw?.max === undefined) {
-        return refuse(ctx, ['initial'], `expected at most backoff.max (${formatDuration(spec.maxMs)} by default), got ${formatDuration(spec.initialMs)}; lower it or raise backoff.max`);
+        return refuse(ctx, `expected at most backoff.max (${formatDuration(spec.maxMs)} by default), got ${formatDuration(spec.initialMs)}; lower it or raise backoff.max`, ['initial']);
       }
-      return refuse(ctx, ['max'], `expected a duration of at least backoff.initial (${formatDuration(spec.initialMs)}), got ${formatDuration(spec.maxMs)}`);
+      return refuse(ctx, `expected a duration of at least backoff.initial (${formatDuration(spec.initialMs)}), got ${formatDuration(spec.maxMs)}`, ['max']);
     }
     return spec;
   });
@@ -125,11 +120,11 @@ const ready = z
     if (ctx.issues.length > 0) return z.NEVER;
     const expected = `exactly one of ${orList(READY_KINDS)}`;
     const [kind, second] = READY_KINDS.filter((name) => raw[name] !== undefined);
-    if (kind === undefined) return refuse(ctx, [], `expected ${expected}, got ${raw.interval === undefined ? 'an empty mapping' : 'only interval'}`);
+    if (kind === undefined) return refuse(ctx, `expected ${expected}, got ${raw.interval === undefined ? 'an empty mapping' : 'only interval'}`);
     // With two kinds, point at the second: the first one is the likelier intent.
-    if (second !== undefined) return refuse(ctx, [second], `expected ${expected}, got both ${kind} and ${second}; keep one`);
+    if (second !== undefined) return refuse(ctx, `expected ${expected}, got both ${kind} and ${second}; keep one`, [second]);
     if (kind === 'notify' || kind === 'delay') {
-      if (raw.interval !== undefined) return refuse(ctx, ['interval'], `interval only applies to ${orList(PROBE_KINDS)} probes, not to ${kind}; remove it`);
+      if (raw.interval !== undefined) return refuse(ctx, `interval only applies to ${orList(PROBE_KINDS)} probes, not to ${kind}; remove it`, ['interval']);
       /** notify: the app writes READY=1 and a newline to the fd named in $NOTIFY_FD (s6 / sd_notify style); delay: ready after staying up this long. */
       return kind === 'notify' ? ({ kind: 'notify' } as const) : ({ kind: 'delay', ms: raw.delay ?? 0 } as const);
     }
@@ -189,12 +184,12 @@ const check = z
     if (ctx.issues.length > 0) return z.NEVER;
     const expected = `exactly one of ${orList(CHECK_KINDS)}`;
     const [kind, second] = CHECK_KINDS.filter((name) => raw[name] !== undefined);
-    if (kind === undefined) return refuse(ctx, [], `expected ${expected}, got none of them`);
-    if (second !== undefined) return refuse(ctx, [second], `expected ${expected}, got both ${kind} and ${second}; keep one`);
+    if (kind === undefined) return refuse(ctx, `expected ${expected}, got none of them`);
+    if (second !== undefined) return refuse(ctx, `expected ${expected}, got both ${kind} and ${second}; keep one`, [second]);
     if (kind === 'ttl') {
       const misplaced = PERIODIC_ONLY.find((field) => raw[field] !== undefined);
       if (misplaced !== undefined) {
-        return refuse(ctx, [misplaced], `not allowed with ttl: a TTL check is not run by the emperor, the app reports its status; remove ${misplaced}`);
+        return refuse(ctx, `not allowed with ttl: a TTL check is not run by the emperor, the app reports its status; remove ${misplaced}`, [misplaced]);
       }
       const ttlMs = raw.ttl ?? 0;
       const probe = { kind: 'ttl', ttlMs } as const;
@@ -208,7 +203,7 @@ const check = z
     if (timeoutMs > intervalMs) {
       const limit = raw.interval === undefined ? `${formatDuration(intervalMs)} by default` : formatDuration(intervalMs);
       const advice = raw.interval === undefined ? '; lower it or raise interval' : '';
-      return refuse(ctx, ['timeout'], `expected at most interval (${limit}), got ${formatDuration(timeoutMs)}${advice}`);
+      return refuse(ctx, `expected at most interval (${limit}), got ${formatDuration(timeoutMs)}${advice}`, ['timeout']);
     }
     return {
       /** Unique within the vassal; default derived from kind and target, e.g. "tcp:127.0.0.1:8080". */
@@ -234,7 +229,7 @@ const checks = z
     for (const [index, spec] of (list ?? []).entries()) {
       const first = seen.get(spec.name);
       if (first === undefined) seen.set(spec.name, index);
-      else refuse(ctx, [index, 'name'], `duplicate check name ${JSON.stringify(spec.name)}: checks[${first}] and checks[${index}] both use it; give them different names`);
+      else refuse(ctx, `duplicate check name ${JSON.stringify(spec.name)}: checks[${first}] and checks[${index}] both use it; give them different names`, [index, 'name']);
     }
     return list ?? [];
   });
@@ -277,11 +272,11 @@ const service = z
     let addr = raw.address ?? '127.0.0.1';
     let port = raw.port ?? null;
     if (raw.location) {
-      if (raw.address !== undefined || raw.port !== undefined) return refuse(ctx, ['location'], 'give either location or address/port, not both');
+      if (raw.address !== undefined || raw.port !== undefined) return refuse(ctx, 'give either location or address/port, not both', ['location']);
       addr = raw.location.host;
       port = raw.location.port;
     }
-    if (port === null) return refuse(ctx, ['port'], 'a service needs a port (with an optional address) or a location "host:port"');
+    if (port === null) return refuse(ctx, 'a service needs a port (with an optional address) or a location "host:port"', ['port']);
     const host = addr.includes(':') ? `[${addr}]` : addr;
     return {
       /** Service name; filled in with the vassal name by load.ts when not given. */
@@ -371,10 +366,10 @@ export const vassalSchema = z
     if (typeof written === 'string') {
       if (fields.shell) argv = ['/bin/sh', '-c', written];
       else {
-        refuse(ctx, ['command'], `got a string, but without shell: true the command must be a list like ["node", "server.js"]; give a list, or set shell: true to run it with /bin/sh -c`);
+        refuse(ctx, `got a string, but without shell: true the command must be a list like ["node", "server.js"]; give a list, or set shell: true to run it with /bin/sh -c`, ['command']);
       }
     } else if (fields.shell) {
-      refuse(ctx, ['command'], 'expected a string when shell: true, got a list; write the command line as one string, or remove shell: true');
+      refuse(ctx, 'expected a string when shell: true, got a list; write the command line as one string, or remove shell: true', ['command']);
     } else {
       argv = written;
     }
