@@ -105,7 +105,7 @@ const run = program
       .default(2000, '2s'),
   )
   .addOption(
-    new Option('--check-concurrency <n>', 'most health/readiness probes running at once, over all vassals')
+    new Option('--check-concurrency <n>', 'most health-check probes running at once, over all vassals')
       .env('EMPEROR_CHECK_CONCURRENCY')
       .argParser((v: string) => {
         const n = Number(v);
