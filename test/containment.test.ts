@@ -257,13 +257,30 @@ describe('a cgroup per vassal', () => {
     assert.deepEqual(withEnv('CG_MARK', bombMark), []);
   });
 
-  it('open_files sets the descriptor limit the app sees', async () => {
+  it('every limit is in force for the running app: open_files, and memory, pids, cpu_weight in its cgroups', async () => {
     const out = path.join(emp.ws.root, 'nofile');
     const since = emp.mark();
-    await emp.writeVassal('fds.yaml', { command: `ulimit -Sn > ${out}.tmp; ulimit -Hn >> ${out}.tmp; mv ${out}.tmp ${out}; exec sleep 3600`, shell: true, limits: { open_files: 77 } });
-    await emp.waitEvent('fds', 'spawned', since);
+    await emp.writeVassal('fds.yaml', {
+      command: `ulimit -Sn > ${out}.tmp; ulimit -Hn >> ${out}.tmp; mv ${out}.tmp ${out}; exec sleep 3600`,
+      shell: true,
+      limits: { open_files: 77, memory: '64M', pids: 40, cpu_weight: 50 },
+    });
+    const pid = (await emp.waitEvent('fds', 'spawned', since)).pid as number;
     await waitFor(() => fs.existsSync(out), 'the app to report its limit');
     assert.equal(fs.readFileSync(out, 'utf8'), '77\n77\n');
+    // Where the app's cgroups are, from its own /proc entry (not from the emperor).
+    const own = findOwnCgroups(fs.readFileSync('/proc/self/mountinfo', 'utf8'), fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8'));
+    const read = (controller: string, v2file: string, v1file: string): string => {
+      const v1 = own.v1.get(controller);
+      const v2 = own.v2;
+      if (v2 !== undefined && fs.existsSync(path.join(v2, v2file))) return fs.readFileSync(path.join(v2, v2file), 'utf8').trim();
+      assert.ok(v1 !== undefined, `the app is in a ${controller} cgroup`);
+      return fs.readFileSync(path.join(v1, v1file), 'utf8').trim();
+    };
+    assert.equal(read('memory', 'memory.max', 'memory.limit_in_bytes'), String(64 * 2 ** 20));
+    assert.equal(read('pids', 'pids.max', 'pids.max'), '40');
+    assert.ok(['50', '512'].includes(read('cpu', 'cpu.weight', 'cpu.shares')), 'cpu.weight 50, or cpu.shares 512 on v1');
+    assert.match(own.v2 ?? '', /\/emperor-[0-9a-f]+\/vassal-fds$/);
   });
 });
 
