@@ -17,6 +17,12 @@ interface Account {
 
 /** A user of our own (unique per run, so no other test's cleanup can remove it). */
 function createUser(name: string): Account {
+  // Left over from an earlier run whose process had this pid and died before cleaning up.
+  try {
+    execFileSync('userdel', [name], { stdio: 'ignore' });
+  } catch {
+    // no such user: the usual case
+  }
   execFileSync('useradd', ['--no-create-home', '--shell', '/bin/sh', name]);
   const pw = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim().split(':');
   return { name, uid: Number(pw[2]), gid: Number(pw[3]) };
