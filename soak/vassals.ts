@@ -72,7 +72,7 @@ export async function generate(name: string, ext: 'yaml' | 'json', kind: Kind, r
   const baseEnv = { PORT: String(port), SOAK_KIND: kind, SOAK_SVC: `${type}/${svcName}` };
   // The name is always explicit: a renamed file keeps its service (and SOAK_SVC stays true).
   const service: Record<string, unknown> = { name: svcName, port, type, tags: ['soak', `k-${kind}`], meta: { gen: String(intIn(r[2]!, 1, 99)) } };
-  const backoff = { initial: '100ms', max: '800ms', reset_after: '2s', max_retries: 1000 };
+  const backoff = { initial: '100ms', max: '800ms', reset_after: '2s', max_retries: 1000, max_restarts: { count: 1000, within: '1m' } };
   const stop = { timeout: `${intIn(r[3]!, 4, 10) * 100}ms` };
   let healthFile: string | undefined;
   let doc: Record<string, unknown>;

@@ -64,7 +64,7 @@ void describe('parseVassal: formats and defaults', () => {
       cwd: DIR,
       env: {},
       restart: 'always',
-      backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5 },
+      backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5, maxRestarts: { count: 10, withinMs: 600_000 } },
       start: { timeoutMs: 30_000, ready: { kind: 'default' } },
       checks: [],
       onCritical: null,
@@ -123,7 +123,7 @@ void describe('parseVassal: formats and defaults', () => {
           'cwd: /opt/app',
           'env: {MODE: prod}',
           'restart: on-failure',
-          'backoff: {initial: 500ms, max: 2m, reset_after: 1h, max_retries: 9}',
+          'backoff: {initial: 500ms, max: 2m, reset_after: 1h, max_retries: 9, max_restarts: {count: 3, within: 5m}}',
           'start: {timeout: 5s}',
           'stop: {signal: SIGINT, timeout: 1.5s, drain: 2s}',
         ].join('\n'),
@@ -133,7 +133,7 @@ void describe('parseVassal: formats and defaults', () => {
     assert.equal(spec.cwd, '/opt/app');
     assert.deepEqual(spec.env, { MODE: 'prod' });
     assert.equal(spec.restart, 'on-failure');
-    assert.deepEqual(spec.backoff, { initialMs: 500, maxMs: 120_000, resetAfterMs: 3_600_000, maxRetries: 9 });
+    assert.deepEqual(spec.backoff, { initialMs: 500, maxMs: 120_000, resetAfterMs: 3_600_000, maxRetries: 9, maxRestarts: { count: 3, withinMs: 300_000 } });
     assert.deepEqual(spec.start, { timeoutMs: 5_000, ready: { kind: 'default' } });
     assert.deepEqual(spec.stop, { signal: 'SIGINT', timeoutMs: 1_500, drainMs: 2_000 });
   });
@@ -182,6 +182,17 @@ void describe('durations', () => {
     assert.equal(error.message, '/srv/vassals/web.yaml: stop.timeout: expected a duration like 500ms, 10s or 2m, got "ten"');
     assert.equal(error.file, '/srv/vassals/web.yaml');
     assert.equal(error.field, 'stop.timeout');
+  });
+
+  void it('names the field of a bad backoff.max_restarts', () => {
+    const zero = fails(withCommand('backoff: {max_restarts: {count: 0, within: 5m}}\n'));
+    assert.equal(zero.field, 'backoff.max_restarts.count');
+    assert.match(zero.message, /a whole number of at least 1/);
+    const missing = fails(withCommand('backoff: {max_restarts: {count: 3}}\n'));
+    assert.equal(missing.field, 'backoff.max_restarts.within');
+    const typo = fails(withCommand('backoff: {max_restarts: {count: 3, within: 5m, per: 1}}\n'));
+    assert.equal(typo.field, 'backoff.max_restarts.per');
+    assert.match(typo.message, /allowed: count, within/);
   });
 
   void it('asks for a unit when a duration is a bare number', () => {

@@ -6,7 +6,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it } from './support/test.js';
 import { VassalDirWatcher, type FileVerdict } from '../src/watch/watcher.js';
-import { isLegal, TRANSITIONS } from '../src/vassal/states.js';
 
 type Ev = { kind: 'upsert'; file: string; verdict: FileVerdict } | { kind: 'remove'; file: string };
 
@@ -156,17 +155,5 @@ describe('VassalDirWatcher: things that are not regular files', () => {
     assert.match(problems[2] ?? '', /^pipe\.yaml: is a FIFO \(named pipe\), not a regular file$/);
     assert.equal(seen[3], 'upsert ok.yaml');
     assert.equal(s.events.length, 4, seen.join('\n'));
-  });
-});
-
-describe('vassal state table', () => {
-  it('every state can be left, and only listed moves are legal', () => {
-    for (const [from, events] of Object.entries(TRANSITIONS)) {
-      assert.ok(Object.keys(events).length > 0, `${from} is a dead end`);
-    }
-    assert.ok(isLegal('starting', 'ready', 'running'));
-    assert.ok(isLegal('running', 'exit', 'backoff'));
-    assert.ok(!isLegal('stopped', 'ready', 'running'));
-    assert.ok(!isLegal('fatal', 'retry', 'starting'), 'fatal waits for a manual start');
   });
 });

@@ -57,8 +57,10 @@ export class TtlCheck extends EventEmitter<CheckEvents> {
   push(status: CheckStatus, note = ''): boolean {
     if (!this.running) return false;
     this.lastNote = truncateNote(note);
-    this.set(status, this.lastNote, 0);
+    // Armed before the result goes out: a listener may stop the check (a critical restart),
+    // and a timer armed after that would outlive it.
     this.arm();
+    this.set(status, this.lastNote, 0);
     return true;
   }
 

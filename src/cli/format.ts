@@ -64,6 +64,7 @@ export function formatVassal(v: VassalStatus, now = Date.now()): string {
     ['cgroup', v.cgroup ?? '-'],
     ['file', v.file],
   ];
+  if (v.fatalReason) lines.splice(2, 0, ['gave up', v.fatalReason]);
   if (v.fileError) lines.push(['file error', v.fileError]);
   if (v.output.droppedBytes > 0) lines.push(['dropped output', `${v.output.droppedBytes} bytes (could not be written to the log)`]);
   if (v.output.mirrorSuppressedBytes > 0) lines.push(['not mirrored', `${v.output.mirrorSuppressedBytes} bytes (--mirror-rate; they are in the log file)`]);

@@ -43,7 +43,7 @@ export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export const DEFAULTS = deepFreeze({
   shell: false,
   restart: 'always',
-  backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5 },
+  backoff: { initialMs: 1_000, maxMs: 60_000, resetAfterMs: 30_000, maxRetries: 5, maxRestarts: { count: 10, withinMs: 600_000 } },
   start: { timeoutMs: 30_000, ready: { kind: 'default' } },
   /** How often a tcp/http/exec readiness probe is retried when start.ready gives no interval. */
   readyIntervalMs: 100,
@@ -74,6 +74,7 @@ const backoff = z
     max: duration.optional(),
     reset_after: duration.optional(),
     max_retries: atLeastOne.optional(),
+    max_restarts: z.strictObject({ count: atLeastOne, within: positiveDuration }).optional(),
   })
   .optional()
   .transform((raw, ctx) => {
@@ -86,6 +87,12 @@ const backoff = z
       resetAfterMs: raw?.reset_after ?? DEFAULTS.backoff.resetAfterMs,
       /** Consecutive failures after which the vassal goes fatal instead of retrying. */
       maxRetries: raw?.max_retries ?? DEFAULTS.backoff.maxRetries,
+      /**
+       * Restart intensity (as OTP supervisors have it): a failure after `count` restarts within
+       * `withinMs` is fatal however long each run lasted. Catches an app that crashes just after
+       * reset_after, which maxRetries never sees.
+       */
+      maxRestarts: raw?.max_restarts ? { count: raw.max_restarts.count, withinMs: raw.max_restarts.within } : DEFAULTS.backoff.maxRestarts,
     };
     if (spec.maxMs < spec.initialMs) {
       // Blame the field the user actually wrote: with max left at its default, initial is the odd one.

@@ -451,6 +451,7 @@ export class Emperor {
         restarts: 0,
         failures: 0,
         lastExit: null,
+        fatalReason: null,
         file: e.file,
         hash: null,
         stateSince: this.startedAt,

@@ -1,40 +1,49 @@
-// The vassal lifecycle, modelled on supervisord's process states. This table is the whole
-// truth about which moves are legal; Vassal refuses (and reports) any move not listed here,
-// so a bug shows up as a loud error instead of a vassal silently stuck in a wrong state.
+// The vassal lifecycle, modelled on supervisord's process states. This table decides every
+// move: the vassal asks it where an event leads and goes there, and a move the table does not
+// list is refused (the vassal stays where it is and reports a bug) instead of being taken.
 
 export type VassalState = 'stopped' | 'starting' | 'running' | 'backoff' | 'stopping' | 'exited' | 'fatal';
 
 export type VassalEvent =
-  | 'start' //          asked to run (file dropped, manual start, retry after a failed stop-for-restart)
-  | 'ready' //          readiness passed
-  | 'exit' //           the leader exited on its own
-  | 'start-timeout' //  not ready within start.timeout: kill the group, count a failure
-  | 'stop' //           asked to stop (file removed, manual stop, shutdown, reload)
-  | 'stopped' //        the whole process group is gone after a stop
-  | 'retry'; //         back-off delay elapsed
+  | 'start' //    asked to run (file dropped, manual start, restart after a stop)
+  | 'ready' //    readiness passed
+  | 'exit' //     the leader exited and the restart policy says it is done (never, clean on-failure)
+  | 'crash' //    a failure the restart policy retries after a back-off delay
+  | 'give-up' //  a failure past max_retries or max_restarts: wait for a manual start
+  | 'fail' //     not ready in time, readiness failed, or health critical: stop it, then count a failure
+  | 'stop' //     asked to stop (file removed, manual stop, shutdown, reload)
+  | 'stopped' //  the whole process group is gone after a stop, and it stays stopped
+  | 'retry'; //   back-off delay elapsed
 
-type Table = Record<VassalState, Partial<Record<VassalEvent, readonly VassalState[]>>>;
+type Table = Record<VassalState, Partial<Record<VassalEvent, VassalState>>>;
 
 export const TRANSITIONS: Table = {
-  stopped: { start: ['starting'] },
-  starting: {
-    ready: ['running'],
-    exit: ['backoff', 'fatal', 'exited'],
-    'start-timeout': ['stopping'],
-    stop: ['stopping', 'stopped'],
-  },
-  running: { exit: ['backoff', 'fatal', 'exited'], stop: ['stopping'] },
-  backoff: { retry: ['starting'], start: ['starting'], stop: ['stopped'] },
-  // After a stop the next state depends on why we stopped: a plain stop, a restart/reload,
-  // or a start that timed out (which counts as a failure and may back off or give up).
-  stopping: { stopped: ['stopped', 'starting', 'backoff', 'fatal'] },
-  exited: { start: ['starting'] },
-  fatal: { start: ['starting'] },
+  stopped: { start: 'starting' },
+  starting: { ready: 'running', exit: 'exited', crash: 'backoff', 'give-up': 'fatal', fail: 'stopping', stop: 'stopping' },
+  running: { exit: 'exited', crash: 'backoff', 'give-up': 'fatal', fail: 'stopping', stop: 'stopping' },
+  backoff: { retry: 'starting', start: 'starting', stop: 'stopped' },
+  // After a stop the next move depends on why it stopped: a plain stop, a restart or reload
+  // (start), or a failure (a start that timed out, critical health) that backs off or gives up.
+  stopping: { stopped: 'stopped', start: 'starting', crash: 'backoff', 'give-up': 'fatal' },
+  exited: { start: 'starting' },
+  fatal: { start: 'starting' },
 };
 
 /** States in which the vassal has no process and nothing is pending. */
 export const SETTLED: ReadonlySet<VassalState> = new Set(['stopped', 'exited', 'fatal']);
 
-export function isLegal(from: VassalState, event: VassalEvent, to: VassalState): boolean {
-  return TRANSITIONS[from][event]?.includes(to) ?? false;
+/** Where `event` leads from `from`; undefined when the table refuses the move. */
+export function nextState(from: VassalState, event: VassalEvent): VassalState | undefined {
+  return TRANSITIONS[from][event];
+}
+
+/** A move the table refuses: a bug in the caller, reported with both ends. */
+export class IllegalTransition extends Error {
+  constructor(
+    readonly from: VassalState,
+    readonly event: VassalEvent,
+  ) {
+    super(`illegal transition: ${from} --${event}--> (the state table has no such move)`);
+    this.name = 'IllegalTransition';
+  }
 }

@@ -44,6 +44,8 @@ export interface VassalContext {
     prepare(name: string, limits: Limits | null): Placement;
     release(name: string): Promise<void>;
   };
+  /** The clock for back-off and restart intensity (default: Date.now); tests move it by hand. */
+  readonly now?: () => number;
 }
 
 /** A vassal's own log line: every line carries the vassal name and an event. */
@@ -69,6 +71,8 @@ export interface VassalSnapshot {
   readonly restarts: number;
   readonly failures: number;
   readonly lastExit: LastExit | null;
+  /** While fatal: why it gave up (max_retries or max_restarts, and the last exit). */
+  readonly fatalReason: string | null;
   readonly file: string;
   readonly hash: string;
   readonly stateSince: number;

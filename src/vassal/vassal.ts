@@ -11,7 +11,7 @@ import { drainAndStop } from './drain.js';
 import { VassalHealth } from './health.js';
 import { launchProcess, releaseProcess, vassalEnv, type Launched } from './launch.js';
 import { Readiness } from './readiness.js';
-import { isLegal, SETTLED, type VassalEvent, type VassalState } from './states.js';
+import { IllegalTransition, nextState, SETTLED, type VassalEvent, type VassalState } from './states.js';
 import { describeExit, lastExitBecause, lastExitOf, type LastExit, type VassalContext, type VassalLog, type VassalSnapshot } from './types.js';
 
 export type { LastExit, VassalContext, VassalSnapshot } from './types.js';
@@ -33,7 +33,10 @@ export class Vassal extends EventEmitter {
   private spawns = 0;
   private oomKills = 0;
   private lastExit: LastExit | null = null;
-  private stateSince = Date.now();
+  /** Why the vassal gave up, while it is fatal. */
+  private fatalReason: string | null = null;
+  private readonly now: () => number;
+  private stateSince: number;
   private spawnedAt = 0;
   private nextStartAt: number | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -56,6 +59,8 @@ export class Vassal extends EventEmitter {
   ) {
     super();
     this._spec = spec;
+    this.now = ctx.now ?? Date.now;
+    this.stateSince = this.now();
     this.output = new VassalOutput({
       name: spec.name,
       file: path.join(ctx.logsDir, `${spec.name}.log`),
@@ -83,7 +88,7 @@ export class Vassal extends EventEmitter {
     return this.launched?.proc;
   }
 
-  snapshot(now = Date.now()): VassalSnapshot {
+  snapshot(now = this.now()): VassalSnapshot {
     const health = this._state === 'running' ? this.health : undefined;
     return {
       name: this.name,
@@ -93,6 +98,7 @@ export class Vassal extends EventEmitter {
       restarts: Math.max(0, this.spawns - 1),
       failures: this.backoff.failures,
       lastExit: this.lastExit,
+      fatalReason: this._state === 'fatal' ? this.fatalReason : null,
       file: this.spec.file,
       hash: this.spec.hash,
       stateSince: this.stateSince,
@@ -138,12 +144,13 @@ export class Vassal extends EventEmitter {
     switch (this._state) {
       case 'starting':
       case 'running':
-        this.beginStop('stopped');
+        this.beginStop('stopped', 'stop');
         break;
       case 'backoff':
-        this.clearRetry();
-        this.generation++;
-        this.to('stopped', 'stop');
+        this.move('stop', () => {
+          this.clearRetry();
+          this.generation++;
+        });
         break;
       case 'stopping':
         this.afterStop = 'stopped';
@@ -161,7 +168,7 @@ export class Vassal extends EventEmitter {
     switch (this._state) {
       case 'starting':
       case 'running':
-        this.beginStop('restart');
+        this.beginStop('restart', 'stop');
         break;
       case 'stopping':
         this.afterStop = 'restart';
@@ -188,15 +195,26 @@ export class Vassal extends EventEmitter {
 
   // ---- moves ---------------------------------------------------------------------------
 
-  private to(next: VassalState, event: VassalEvent): void {
-    if (!isLegal(this._state, event, next)) {
-      // A bug, not a user error: say so loudly but keep supervising.
-      this.ctx.logger.error(`illegal transition ${this._state} --${event}--> ${next}`, { vassal: this.name, event: 'bug' });
+  /**
+   * Take the move the table gives for `event`: run `actions` (what the move does before anyone
+   * sees the new state), then enter the state and tell listeners. A move the table refuses is
+   * not taken: the vassal stays where it is, and the refusal is reported as the bug it is
+   * (an error log line with event "bug", and an "illegal" event that tests fail on).
+   */
+  private move(event: VassalEvent, actions?: () => void): boolean {
+    const next = nextState(this._state, event);
+    if (next === undefined) {
+      const err = new IllegalTransition(this._state, event);
+      this.ctx.logger.error(err.message, { vassal: this.name, event: 'bug', from: this._state, on: event });
+      this.emit('illegal', err);
+      return false;
     }
+    actions?.();
     this._state = next;
-    this.stateSince = Date.now();
+    this.stateSince = this.now();
     if (next !== 'backoff') this.nextStartAt = null;
     this.emit('state', next);
+    return true;
   }
 
   private clearRetry(): void {
@@ -214,14 +232,18 @@ export class Vassal extends EventEmitter {
   }
 
   /** → starting: spawn once the previous group's leftovers are gone. */
-  private launch(event: VassalEvent): void {
-    this.clearRetry();
-    if (this.pendingSpec) {
-      this._spec = this.pendingSpec;
-      this.pendingSpec = undefined;
-    }
-    const gen = ++this.generation;
-    this.to('starting', event);
+  private launch(event: 'start' | 'retry'): void {
+    const gen = this.generation + 1;
+    const moved = this.move(event, () => {
+      this.clearRetry();
+      this.fatalReason = null;
+      if (this.pendingSpec) {
+        this._spec = this.pendingSpec;
+        this.pendingSpec = undefined;
+      }
+      this.generation = gen;
+    });
+    if (!moved) return;
     // Never let a new group overlap leftovers of the previous one.
     void this.reaping.then(() => {
       if (gen === this.generation && this._state === 'starting') this.spawnNow(gen);
@@ -237,7 +259,7 @@ export class Vassal extends EventEmitter {
     const { proc } = launched;
     this.launched = launched;
     this.spawns++;
-    this.spawnedAt = Date.now();
+    this.spawnedAt = this.now();
     this.readyAt = null;
     void proc.exited.then((info) => this.onExit(proc, info, gen));
     if (proc.pid <= 0) return; // the exit path reports why it could not spawn
@@ -250,33 +272,35 @@ export class Vassal extends EventEmitter {
   /** starting → running: checks start, the emperor registers it. */
   private onReady(gen: number): void {
     if (gen !== this.generation || this._state !== 'starting' || !this.launched) return;
-    this.readiness = undefined;
-    this.readyAt = Date.now();
     // Checks get the app's environment without what the emperor adds for the app itself.
     const { identity } = this.launched;
-    this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
-      changed: (health) => this.emit('health', health),
-      critical: (reason) => this.onCritical(reason),
+    const readyAt = this.now();
+    const moved = this.move('ready', () => {
+      this.readiness = undefined;
+      this.readyAt = readyAt;
+      this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
+        changed: (health) => this.emit('health', health),
+        critical: (reason) => this.onCritical(reason),
+      });
+      this.health.start();
     });
-    this.health.start();
-    this.to('running', 'ready');
-    this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: this.readyAt - this.spawnedAt });
+    if (moved) this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: readyAt - this.spawnedAt });
   }
 
   /** starting → stopping: readiness failed or timed out; counts as a failure. */
   private onStartFailed(gen: number, reason: string, event: 'start-failed' | 'start-timeout'): void {
     if (gen !== this.generation || this._state !== 'starting') return;
-    this.lastExit = lastExitBecause(reason);
+    this.lastExit = lastExitBecause(reason, this.now());
     this.log('warn', event, `start failed: ${reason}; killing its process group`);
-    this.beginStop('failed', 'start-timeout');
+    this.beginStop('failed', 'fail');
   }
 
   /** running → stopping: on_critical.restart_after; counts as a failure. */
   private onCritical(reason: string): void {
     if (this._state !== 'running') return;
-    this.lastExit = lastExitBecause(reason);
+    this.lastExit = lastExitBecause(reason, this.now());
     this.log('warn', 'critical-restart', `restarting: ${reason}`);
-    this.beginStop('failed', 'stop');
+    this.beginStop('failed', 'fail');
   }
 
   /** starting/running → exited, backoff or fatal: the leader exited on its own. */
@@ -289,13 +313,13 @@ export class Vassal extends EventEmitter {
       this.log(info.oomKilled ? 'warn' : 'info', 'exited', `pid ${proc.pid} ${reason}`, { pid: proc.pid, code: info.code, signal: info.signal, ...oom });
       if (info.oomKilled) this.oomKills++;
       // An OOM kill while stopping is still news worth keeping over "stopped by the emperor".
-      if (this.afterStop !== 'failed' || info.oomKilled) this.lastExit = lastExitOf(info);
+      if (this.afterStop !== 'failed' || info.oomKilled) this.lastExit = lastExitOf(info, this.now());
       return;
     }
     if (gen !== this.generation) return;
     const wasRunning = this._state === 'running';
     this.quiesce();
-    this.lastExit = lastExitOf(info);
+    this.lastExit = lastExitOf(info, this.now());
     if (info.oomKilled) this.oomKills++;
     if (proc.pid > 0) {
       const oom = info.oomKilled ? { oom_killed: true } : {};
@@ -309,38 +333,43 @@ export class Vassal extends EventEmitter {
     const policy = this._spec.restart;
     const clean = info.code === 0 && !info.error;
     if (policy === 'never' || (policy === 'on-failure' && clean)) {
-      this.to('exited', 'exit');
+      this.move('exit');
       return;
     }
-    this.fail('exit', wasRunning ? Date.now() - this.spawnedAt : null);
+    this.fail(wasRunning ? this.now() - this.spawnedAt : null);
   }
 
-  /** → backoff (and a retry timer) or → fatal. */
-  private fail(event: 'exit' | 'stopped', ranForMs: number | null): void {
-    const verdict = this.backoff.fail(this._spec.backoff, ranForMs);
+  /** A failure: → backoff (and a retry timer) or → fatal, as the back-off decides. */
+  private fail(ranForMs: number | null): void {
+    const verdict = this.backoff.fail(this._spec.backoff, ranForMs, this.now());
     if (!verdict.retry) {
-      this.to('fatal', event);
-      this.log('error', 'fatal', `${verdict.why}; last: ${this.lastExit?.reason ?? 'unknown'}`, { failures: this.backoff.failures - 1 });
+      const why = `${verdict.why}; last: ${this.lastExit?.reason ?? 'unknown'}`;
+      if (this.move('give-up', () => (this.fatalReason = why))) this.log('error', 'fatal', why, { failures: this.backoff.failures - 1 });
       return;
     }
     const delay = verdict.delayMs;
-    this.to('backoff', event);
-    this.nextStartAt = Date.now() + delay;
-    this.log('warn', 'backoff', `restarting in ${formatDuration(delay)} (failure ${this.backoff.failures} of ${this._spec.backoff.maxRetries})`, { delay_ms: delay });
     const gen = this.generation;
-    this.retryTimer = setTimeout(() => {
-      if (gen === this.generation && this._state === 'backoff') this.launch('retry');
-    }, delay);
+    const moved = this.move('crash', () => {
+      this.retryTimer = setTimeout(() => {
+        if (gen === this.generation && this._state === 'backoff') this.launch('retry');
+      }, delay);
+    });
+    if (!moved) return;
+    this.nextStartAt = this.now() + delay;
+    this.log('warn', 'backoff', `restarting in ${formatDuration(delay)} (failure ${this.backoff.failures} of ${this._spec.backoff.maxRetries})`, { delay_ms: delay });
   }
 
   /** → stopping: deregister, drain (if it was serving), signal the group, wait for it. */
-  private beginStop(after: AfterStop, event: VassalEvent = 'stop'): void {
+  private beginStop(after: AfterStop, event: 'stop' | 'fail'): void {
     const wasServing = this._state === 'running';
-    this.quiesce();
-    this.afterStop = after;
-    const gen = ++this.generation;
+    const gen = this.generation + 1;
+    const moved = this.move(event, () => {
+      this.quiesce();
+      this.afterStop = after;
+      this.generation = gen;
+    });
+    if (!moved) return;
     const proc = this.proc;
-    this.to('stopping', event);
     if (!proc || proc.pid <= 0) {
       this.launched = undefined;
       queueMicrotask(() => this.finishStop(gen));
@@ -364,13 +393,13 @@ export class Vassal extends EventEmitter {
     switch (this.afterStop) {
       case 'restart':
         this.backoff.reset();
-        this.launch('stopped');
+        this.launch('start');
         break;
       case 'failed':
-        this.fail('stopped', null);
+        this.fail(null);
         break;
       case 'stopped':
-        this.to('stopped', 'stopped');
+        this.move('stopped');
         break;
     }
   }
