@@ -499,10 +499,10 @@ void describe('ConsulAdapter: heartbeats and recovery', () => {
     const { ag, d } = env;
     const { a } = adapter(config(ag, { consulCheckTtl: '600ms' }));
     // Anti-entropy far away: the repair must come from the heartbeat's 404.
-    const registrar = new Registrar([a], () => undefined, { antiEntropyMs: 600_000, deregisterBoundMs: 2000, retryMinMs: 20, retryMaxMs: 200, downLogEveryMs: 600_000 });
+    const registrar = new Registrar([a], () => undefined, { antiEntropyMs: 600_000, deregisterBoundMs: 2000, retryMinMs: 20, retryMaxMs: 200, downLogEveryMs: 600_000, slowIsDownAfterMs: 5000 });
     closers.push(() => registrar.close());
     const r = reg({ health: 'warning', checks: [{ name: 'x', status: 'warning', output: 'slow' }] });
-    registrar.upsert(r);
+    registrar.ready(r.vassal, r);
     await registrar.settled();
     assert.ok((await services(ag))[r.id]);
     const back = nextEvent<{ ID: string }>(d.events, 'service-registered', (e) => e.ID === r.id, 'the service to be registered again');
@@ -554,10 +554,10 @@ void describe('ConsulAdapter: connection', () => {
     const first = env.ag;
     const second = await agent();
     const { a } = adapter(config([first.address, second.address], { consulCheckTtl: '600ms' }));
-    const registrar = new Registrar([a], () => undefined, { antiEntropyMs: 600_000, deregisterBoundMs: 2000, retryMinMs: 20, retryMaxMs: 200, downLogEveryMs: 600_000 });
+    const registrar = new Registrar([a], () => undefined, { antiEntropyMs: 600_000, deregisterBoundMs: 2000, retryMinMs: 20, retryMaxMs: 200, downLogEveryMs: 600_000, slowIsDownAfterMs: 5000 });
     closers.push(() => registrar.close());
     const r = reg();
-    registrar.upsert(r);
+    registrar.ready(r.vassal, r);
     await registrar.settled();
     assert.ok((await services(first))[r.id]);
     const moved = nextEvent<{ ID: string }>(second.double!.events, 'service-registered', (e) => e.ID === r.id, 'the service on the second agent');

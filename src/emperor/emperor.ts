@@ -16,9 +16,9 @@ import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
 import { inheritableEnv } from './env.js';
 import type { Registrar, RegistryStatus } from '../registrar/registrar.js';
-import type { RegistrationKey } from '../registrar/types.js';
+import type { Registration } from '../registrar/types.js';
 import type { CheckStatus } from '../config/spec.js';
-import { defaultServiceId, registrationFor, registrationKey } from './registration.js';
+import { defaultServiceId, registrationFor } from './registration.js';
 import { ControlQueue, SupersededError, waitState } from './control-queue.js';
 import { formatDuration } from '../config/duration.js';
 import { prepareLogsDir } from '../output/logdir.js';
@@ -143,10 +143,6 @@ export class Emperor {
   private readonly baseEnv = inheritableEnv(process.env);
   private readonly startedAt = Date.now();
   private shuttingDown = false;
-  /** Registrations this emperor asked for, by vassal name (the key used, for removal). */
-  private readonly registered = new Map<string, RegistrationKey>();
-  /** Removals in flight, by vassal name, so every caller can await the same one. */
-  private readonly deregistering = new Map<string, Promise<void>>();
   private readonly hostname: string;
   private readonly policy: IdentityPolicy;
   /** Who each spec runs as, decided before the spec reaches its vassal. */
@@ -359,50 +355,34 @@ export class Emperor {
       guardian: this.guardian,
       records: this.records,
       containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n) },
-      beforeStop: (name) => this.deregister(name),
+      beforeStop: (name) => this.opts.registrar?.stopping(name) ?? Promise.resolve(),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
         ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
         ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(this.hostname, s.name) } : {}),
       }),
     });
-    vassal.on('state', () => this.syncRegistration(vassal));
-    vassal.on('health', () => this.syncRegistration(vassal));
+    const registrar = this.opts.registrar;
+    if (registrar?.enabled) {
+      // Registered exactly while running. The registrar owns what is registered; the emperor
+      // only tells it what happened. A stop awaits the removal through beforeStop; any other
+      // way out of running (crash, failed check restart) deregisters at once.
+      vassal.on('state', (state: VassalState) => {
+        const reg = this.registrationOf(vassal);
+        if (state === 'running' && reg) registrar.ready(vassal.name, reg);
+        else registrar.gone(vassal.name);
+      });
+      vassal.on('health', () => {
+        const reg = this.registrationOf(vassal);
+        if (vassal.state === 'running' && reg) registrar.healthChanged(vassal.name, reg);
+      });
+    }
     return vassal;
   }
 
-  /**
-   * Registered exactly while running: ready → register; health change → update; anything
-   * else (crash, stop, reload) → deregister at once (a stop has already awaited it).
-   */
-  private syncRegistration(v: Vassal): void {
-    const registrar = this.opts.registrar;
-    if (!registrar?.enabled) return;
+  private registrationOf(v: Vassal): Registration | undefined {
     const spec = v.runningSpec;
-    if (v.state === 'running' && spec.service) {
-      const reg = registrationFor(spec, spec.service, v.snapshot(), this.hostname);
-      const prev = this.registered.get(v.name);
-      // A reload may have renamed the service: the old key must go.
-      if (prev && (prev.id !== reg.id || prev.type !== reg.type || prev.name !== reg.name)) void registrar.remove(prev);
-      this.registered.set(v.name, registrationKey(reg));
-      registrar.upsert(reg);
-    } else if (this.registered.has(v.name)) {
-      void this.deregister(v.name);
-    }
-  }
-
-  /** Deregister a vassal everywhere; bounded, so a dead registry never blocks a stop. */
-  private deregister(name: string): Promise<void> {
-    const key = this.registered.get(name);
-    // Already on its way out (the state change that started a stop fires first): a stop must
-    // wait for that same removal, not find nothing to do and signal the app too early.
-    if (!key || !this.opts.registrar) return this.deregistering.get(name) ?? Promise.resolve();
-    this.registered.delete(name);
-    const p: Promise<void> = this.opts.registrar.remove(key).finally(() => {
-      if (this.deregistering.get(name) === p) this.deregistering.delete(name);
-    });
-    this.deregistering.set(name, p);
-    return p;
+    return spec.service ? registrationFor(spec, spec.service, v.snapshot(), this.hostname) : undefined;
   }
 
   /** Push a result to a vassal's ttl check (the app or an operator reports in). */

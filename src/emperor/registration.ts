@@ -1,5 +1,5 @@
 import type { ServiceSpec, VassalSpec } from '../config/spec.js';
-import type { Registration, RegistrationKey } from '../registrar/types.js';
+import type { Registration } from '../registrar/types.js';
 import type { VassalSnapshot } from '../vassal/vassal.js';
 
 /** Registry IDs allow a narrow alphabet; host names and vassal names are folded into it. */
@@ -31,4 +31,3 @@ export function registrationFor(spec: VassalSpec, svc: ServiceSpec, snap: Vassal
   };
 }
 
-export const registrationKey = (r: Registration): RegistrationKey => ({ id: r.id, type: r.type, name: r.name });

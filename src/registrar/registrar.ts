@@ -1,10 +1,12 @@
-import type { Change, Observed, Registration, RegistrationKey, RegistryAdapter } from './types.js';
+import { isSlowFailure, type Change, type Observed, type Registration, type RegistrationKey, type RegistryAdapter } from './types.js';
 
 export interface RegistryStatus {
   readonly registry: string;
   readonly description: string;
-  /** False while the last attempt failed (retrying). */
+  /** False while the registry is down (failing calls, retrying). */
   readonly up: boolean;
+  /** True while its last call was too slow (no answer in time) but it is not known to be down. */
+  readonly slow: boolean;
   readonly stats: Readonly<Record<string, number>>;
 }
 
@@ -20,6 +22,8 @@ export interface RegistrarOptions {
   readonly retryMaxMs: number;
   /** While down, repeat the "still unreachable" warning at most this often. */
   readonly downLogEveryMs: number;
+  /** Calls that only time out count as "slow" (a warning) until they have failed for this long. */
+  readonly slowIsDownAfterMs: number;
 }
 
 export const DEFAULT_REGISTRAR_OPTIONS: RegistrarOptions = {
@@ -29,31 +33,53 @@ export const DEFAULT_REGISTRAR_OPTIONS: RegistrarOptions = {
   // Short enough that a registry coming back is repaired within ~1 s.
   retryMaxMs: 1000,
   downLogEveryMs: 30_000,
+  slowIsDownAfterMs: 5000,
 };
+
+/**
+ * Where a change lands, for ordering concurrent puts and deletes: registries key on the id
+ * (Consul) or on type + name (etcd), and two ids may share a name across a rename.
+ */
+function spots(key: RegistrationKey): [string, string] {
+  return [`id ${key.id}`, `at ${key.type}/${key.name}`];
+}
 
 interface Pending {
   readonly key: RegistrationKey;
   readonly waiters: Array<() => void>;
 }
 
+/** How a registry is doing, as far as the last calls tell. */
+type Health = 'up' | 'slow' | 'down';
+
 /**
- * Keeps one registry in line with the desired set: applies changes in batches, retries with
- * back-off while the registry is down, and periodically compares what the registry holds with
- * what it should hold (anti-entropy), repairing drift such as a hand-deleted key.
+ * Keeps one registry in line with the registrar's wishes. Two lanes: removals, which go out at
+ * once (never behind a retry timer or a batch of registrations), and registrations, which wait
+ * while a removal is in flight. Retries with back-off while the registry fails, and
+ * periodically compares what the registry holds with what it should hold (anti-entropy),
+ * repairing drift such as a hand-deleted key. Holds no wishes of its own: what should be
+ * registered is the registrar's map, read here.
  */
 class AdapterSync {
-  private readonly desired = new Map<string, Registration>();
+  /** Deletes not yet confirmed, by registration id. */
   private readonly deleting = new Map<string, Pending>();
   /** What we believe the registry holds: id → fingerprint. */
   private applied = new Map<string, string>();
-  /** ids whose put is in flight: a delete for them must be awaited. */
+  /** Where puts in flight write (see spots): a delete there waits for them. */
   private readonly inflightPuts = new Set<string>();
-  private busy = false;
-  private again = false;
-  private retryTimer: NodeJS.Timeout | undefined;
+  /** Where deletes in flight remove: a put there waits for them. */
+  private readonly inflightDeletes = new Set<string>();
+  private putting = false;
+  private removing = false;
+  private comparing = false;
+  private putRetry: NodeJS.Timeout | undefined;
+  private removalRetry: NodeJS.Timeout | undefined;
+  private flushQueued = false;
   private entropyTimer: NodeJS.Timeout | undefined;
   private failures = 0;
-  private downSince: number | null = null;
+  private health: Health = 'up';
+  /** When the current run of failures began (null while calls succeed). */
+  private failingSince: number | null = null;
   private lastDownLog = 0;
   private closed = false;
   /** Resolvers waiting for the next moment nothing is pending (tests, shutdown). */
@@ -61,6 +87,7 @@ class AdapterSync {
 
   constructor(
     readonly adapter: RegistryAdapter,
+    private readonly wanted: ReadonlyMap<string, Registration>,
     private readonly opts: RegistrarOptions,
     private readonly log: RegistrarLog,
   ) {
@@ -73,14 +100,18 @@ class AdapterSync {
   }
 
   get isDown(): boolean {
-    return this.downSince !== null;
+    return this.health === 'down';
   }
 
-  upsert(reg: Registration): void {
-    this.desired.set(reg.id, reg);
+  get isSlow(): boolean {
+    return this.health === 'slow';
+  }
+
+  /** The registrar's wish for `reg` changed: a pending delete of the same id is superseded. */
+  wish(reg: Registration): void {
     const pending = this.deleting.get(reg.id);
     if (pending) {
-      // Superseded by a new registration; whoever waited for the delete need not wait longer.
+      // Whoever waited for the delete need not wait longer: the id is wanted again.
       this.deleting.delete(reg.id);
       for (const w of pending.waiters) w();
     }
@@ -89,10 +120,12 @@ class AdapterSync {
 
   /** Resolves when the registry confirmed the delete (callers bound the wait). */
   remove(key: RegistrationKey): Promise<void> {
-    this.desired.delete(key.id);
-    const known = this.applied.has(key.id) || this.inflightPuts.has(key.id);
+    const known = this.applied.has(key.id) || this.inflightPuts.has(spots(key)[0]);
     const pending = this.deleting.get(key.id) ?? { key, waiters: [] };
     this.deleting.set(key.id, pending);
+    // A removal never waits behind a retry timer: it is sent now, whatever failed before.
+    clearTimeout(this.removalRetry);
+    this.removalRetry = undefined;
     this.kick();
     // Never written (as far as we know): still delete, for safety, but nobody needs to wait.
     if (!known) return Promise.resolve();
@@ -106,96 +139,148 @@ class AdapterSync {
   }
 
   private isSettled(): boolean {
-    if (this.busy || this.deleting.size > 0 || this.isDown) return false;
-    for (const [id, reg] of this.desired) if (this.applied.get(id) !== this.adapter.fingerprint(reg)) return false;
+    if (this.putting || this.removing || this.comparing || this.deleting.size > 0 || this.health !== 'up' || this.flushQueued) return false;
+    for (const reg of this.wanted.values()) if (this.applied.get(reg.id) !== this.adapter.fingerprint(reg)) return false;
     return true;
   }
 
   private kick(): void {
-    if (this.closed) return;
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
-    if (this.retryTimer) return; // the retry will pick it up
-    this.busy = true;
+    if (this.closed || this.flushQueued) return;
+    this.flushQueued = true;
     // Batch everything that arrives in the same tick into one round of writes.
-    setImmediate(() => void this.flush());
+    setImmediate(() => {
+      this.flushQueued = false;
+      this.startRemovals();
+      this.startPuts();
+      this.notifyIdle();
+    });
   }
 
-  private async flush(): Promise<void> {
-    this.again = false;
-    const changes: Change[] = [];
-    const puts = new Map<string, string>();
-    for (const [id, reg] of this.desired) {
+  private startRemovals(): void {
+    if (this.closed || this.removing || this.comparing || this.removalRetry) return;
+    // A put of the same id still in flight must land first, or it would undo the delete.
+    const batch = [...this.deleting.values()].filter((d) => !spots(d.key).some((t) => this.inflightPuts.has(t)));
+    if (batch.length === 0) return;
+    this.removing = true;
+    for (const d of batch) for (const t of spots(d.key)) this.inflightDeletes.add(t);
+    void this.send(
+      batch.map((d): Change => ({ op: 'delete', key: d.key })),
+      () => {
+        for (const d of batch) {
+          this.applied.delete(d.key.id);
+          if (this.deleting.get(d.key.id) === d) this.deleting.delete(d.key.id);
+          for (const w of d.waiters) w();
+        }
+      },
+      (delay) => {
+        this.removalRetry = setTimeout(() => {
+          this.removalRetry = undefined;
+          this.kick();
+        }, delay);
+      },
+    ).finally(() => {
+      for (const d of batch) for (const t of spots(d.key)) this.inflightDeletes.delete(t);
+      this.removing = false;
+      this.kick();
+    });
+  }
+
+  private startPuts(): void {
+    // One batch at a time; whatever arrives meanwhile goes in the next (the lane kicks again).
+    if (this.closed || this.comparing || this.putting || this.putRetry) return;
+    // Removals go first: registrations wait while one is in flight or queued to go.
+    if (this.removing || (this.deleting.size > 0 && !this.removalRetry)) return;
+    const puts = new Map<string, { reg: Registration; fp: string }>();
+    for (const reg of this.wanted.values()) {
+      // A delete in flight at the same spot must land first, or it would undo this put.
+      if (spots(reg).some((t) => this.inflightDeletes.has(t))) continue;
       const fp = this.adapter.fingerprint(reg);
-      if (this.applied.get(id) !== fp) {
-        changes.push({ op: 'put', reg });
-        puts.set(id, fp);
-        this.inflightPuts.add(id);
-      }
+      if (this.applied.get(reg.id) !== fp) puts.set(reg.id, { reg, fp });
     }
-    const deletes = [...this.deleting.values()];
-    for (const d of deletes) changes.push({ op: 'delete', key: d.key });
-    if (changes.length === 0) {
-      this.finish();
-      return;
-    }
+    if (puts.size === 0) return;
+    this.putting = true;
+    for (const { reg } of puts.values()) for (const t of spots(reg)) this.inflightPuts.add(t);
+    void this.send(
+      [...puts.values()].map(({ reg }): Change => ({ op: 'put', reg })),
+      () => {
+        for (const [id, { fp }] of puts) this.applied.set(id, fp);
+      },
+      (delay) => {
+        this.putRetry = setTimeout(() => {
+          this.putRetry = undefined;
+          this.kick();
+        }, delay);
+      },
+    ).finally(() => {
+      for (const { reg } of puts.values()) for (const t of spots(reg)) this.inflightPuts.delete(t);
+      this.putting = false;
+      this.kick();
+    });
+  }
+
+  /** One call to the registry; never rejects. */
+  private async send(changes: Change[], onSuccess: () => void, retryAfter: (delayMs: number) => void): Promise<void> {
     try {
       await this.adapter.apply(changes);
-      for (const [id, fp] of puts) this.applied.set(id, fp);
-      for (const d of deletes) {
-        this.applied.delete(d.key.id);
-        if (this.deleting.get(d.key.id) === d) this.deleting.delete(d.key.id);
-        for (const w of d.waiters) w();
-      }
+      onSuccess();
       this.succeeded();
     } catch (err) {
-      this.failed(err);
-    } finally {
-      for (const id of puts.keys()) this.inflightPuts.delete(id);
+      retryAfter(this.failed(err));
     }
-    this.finish();
   }
 
-  private finish(): void {
-    this.busy = false;
-    if (this.closed) return;
-    if (this.again && !this.retryTimer) this.kick();
-    else if (this.isSettled()) for (const w of this.idleWaiters.splice(0)) w();
+  private notifyIdle(): void {
+    if (this.isSettled()) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private succeeded(): void {
-    if (this.downSince !== null) {
-      this.log('info', `${this.adapter.description} is reachable again after ${Math.round((Date.now() - this.downSince) / 100) / 10}s`, {
+    if (this.health === 'down') {
+      this.log('info', `${this.adapter.description} is reachable again after ${Math.round((Date.now() - (this.failingSince ?? Date.now())) / 100) / 10}s`, {
         event: 'registry-up',
         registry: this.adapter.kind,
       });
+    } else if (this.health === 'slow') {
+      this.log('info', `${this.adapter.description} answers in time again`, { event: 'registry-up', registry: this.adapter.kind });
     }
-    this.downSince = null;
+    this.health = 'up';
+    this.failingSince = null;
     this.failures = 0;
+    // It answers again: what waits for a retry timer need not wait longer.
+    if (this.putRetry || this.removalRetry) {
+      clearTimeout(this.putRetry);
+      clearTimeout(this.removalRetry);
+      this.putRetry = this.removalRetry = undefined;
+      this.kick();
+    }
   }
 
-  private failed(err: unknown): void {
+  /**
+   * Record a failed call and say how long to wait before retrying. A call that only timed out
+   * means the registry is slow, not that it is gone: a warning, and "down" only once calls
+   * have kept failing for slowIsDownAfterMs. Any other failure (refused, unreachable, rejected)
+   * is down at once.
+   */
+  private failed(err: unknown): number {
     const msg = err instanceof Error ? err.message : String(err);
     this.failures++;
     const now = Date.now();
-    if (this.downSince === null) {
-      this.downSince = now;
+    this.failingSince ??= now;
+    const failingFor = now - this.failingSince;
+    const desc = this.adapter.description;
+    const fields = { registry: this.adapter.kind };
+    if (isSlowFailure(err) && this.health !== 'down' && failingFor < this.opts.slowIsDownAfterMs) {
+      if (this.health === 'up') this.log('warn', `${desc} is slow: ${msg}; retrying`, { event: 'registry-slow', ...fields });
+      this.health = 'slow';
+    } else if (this.health !== 'down') {
+      this.health = 'down';
       this.lastDownLog = now;
-      this.log('error', `${this.adapter.description} unreachable: ${msg}; vassals keep running, retrying`, { event: 'registry-down', registry: this.adapter.kind });
+      const since = failingFor > 0 ? ` (failing for ${Math.round(failingFor / 100) / 10}s)` : '';
+      this.log('error', `${desc} unreachable${since}: ${msg}; vassals keep running, retrying`, { event: 'registry-down', ...fields });
     } else if (now - this.lastDownLog >= this.opts.downLogEveryMs) {
       this.lastDownLog = now;
-      this.log('warn', `${this.adapter.description} still unreachable after ${Math.round((now - this.downSince) / 1000)}s: ${msg}`, {
-        event: 'registry-down',
-        registry: this.adapter.kind,
-      });
+      this.log('warn', `${desc} still unreachable after ${Math.round(failingFor / 1000)}s: ${msg}`, { event: 'registry-down', ...fields });
     }
-    const delay = Math.min(this.opts.retryMaxMs, this.opts.retryMinMs * 2 ** (this.failures - 1));
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.kick();
-    }, delay);
+    return Math.min(this.opts.retryMaxMs, this.opts.retryMinMs * 2 ** (this.failures - 1));
   }
 
   private scheduleEntropy(): void {
@@ -205,27 +290,33 @@ class AdapterSync {
     }, this.opts.antiEntropyMs);
   }
 
-  /** Anti-entropy: believe the registry, not ourselves, then let flush repair the difference. */
+  /** Anti-entropy: believe the registry, not ourselves, then let the lanes repair the difference. */
   async compare(): Promise<void> {
-    if (this.closed || this.busy || this.retryTimer) return;
-    this.busy = true;
+    if (this.closed || this.putting || this.removing || this.comparing || this.putRetry || this.removalRetry) return;
+    this.comparing = true;
     // Drift is what differs from what we believed we wrote, not from wishes still in the queue.
     const believed = new Map(this.applied);
     let seen: Map<string, Observed>;
     try {
       seen = await this.adapter.snapshot();
     } catch (err) {
-      this.busy = false;
-      this.failed(err);
+      this.comparing = false;
+      const delay = this.failed(err);
+      this.putRetry = setTimeout(() => {
+        this.putRetry = undefined;
+        this.kick();
+      }, delay);
       return;
     }
-    this.busy = false;
+    this.comparing = false;
     this.succeeded();
+    const wanted = new Map<string, Registration>();
+    for (const reg of this.wanted.values()) wanted.set(reg.id, reg);
     const applied = new Map<string, string>();
     let drift = 0;
     for (const [id, obs] of seen) {
       applied.set(id, obs.fingerprint);
-      const want = this.desired.get(id);
+      const want = wanted.get(id);
       if (!want) {
         // Ours but not wanted (a leftover, or a delete that was lost): remove it.
         if (!this.deleting.has(id)) {
@@ -234,7 +325,7 @@ class AdapterSync {
         }
       } else if (believed.get(id) !== obs.fingerprint) drift++;
     }
-    for (const id of believed.keys()) if (!seen.has(id) && this.desired.has(id)) drift++;
+    for (const id of believed.keys()) if (!seen.has(id) && wanted.has(id)) drift++;
     this.applied = applied;
     if (drift > 0) {
       this.log('warn', `${this.adapter.description}: repairing ${drift} registration(s) that drifted`, { event: 'registry-drift', registry: this.adapter.kind, drift });
@@ -244,58 +335,102 @@ class AdapterSync {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.retryTimer);
+    clearTimeout(this.putRetry);
+    clearTimeout(this.removalRetry);
     clearTimeout(this.entropyTimer);
     await this.adapter.close();
   }
 }
 
-/** The only component that talks to registries. Input: the desired set of registrations. */
+/**
+ * The only component that talks to registries, and the only owner of what should be
+ * registered, keyed by vassal. The emperor tells it intent — ready, health changed, stopping,
+ * gone — and awaits the removals; nobody else keeps a copy.
+ */
 export class Registrar {
   private readonly syncs: AdapterSync[];
+  /** What should be registered now, by vassal name. */
+  private readonly wanted = new Map<string, Registration>();
+  /** Removals in flight, by vassal name, so every caller awaits the same one. */
+  private readonly leaving = new Map<string, Promise<void>>();
 
   constructor(
     adapters: readonly RegistryAdapter[],
     private readonly log: RegistrarLog,
     private readonly opts: RegistrarOptions = DEFAULT_REGISTRAR_OPTIONS,
   ) {
-    this.syncs = adapters.map((a) => new AdapterSync(a, opts, log));
+    this.syncs = adapters.map((a) => new AdapterSync(a, this.wanted, opts, log));
   }
 
   get enabled(): boolean {
     return this.syncs.length > 0;
   }
 
-  /** Register, or update (health changed): applied at once, in the background. */
-  upsert(reg: Registration): void {
-    for (const s of this.syncs) s.upsert(reg);
+  /** The vassal is ready: register it (applied at once, in the background). */
+  ready(vassal: string, reg: Registration): void {
+    const prev = this.wanted.get(vassal);
+    // A reload may have renamed the service: the old registration must go.
+    if (prev && (prev.id !== reg.id || prev.type !== reg.type || prev.name !== reg.name)) {
+      this.wanted.delete(vassal);
+      void this.removeEverywhere(vassal, keyOf(prev));
+    }
+    this.wanted.set(vassal, reg);
+    for (const s of this.syncs) s.wish(reg);
+  }
+
+  /** The vassal's health changed: update its registration, if it is registered. */
+  healthChanged(vassal: string, reg: Registration): void {
+    // A late health event of a vassal on its way out must not register it again.
+    if (!this.wanted.has(vassal)) return;
+    this.ready(vassal, reg);
   }
 
   /**
-   * Deregister from every registry. Resolves when all confirmed, or after the bound (a dead
-   * registry must never block a stop); the delete keeps being retried in the background.
+   * The vassal is about to be stopped: deregister it everywhere. Resolves when every registry
+   * confirmed, or after the bound (a dead registry must never block a stop); the delete keeps
+   * being retried in the background.
    */
-  async remove(key: RegistrationKey): Promise<void> {
-    if (this.syncs.length === 0) return;
+  stopping(vassal: string): Promise<void> {
+    const leaving = this.leaving.get(vassal);
+    const reg = this.wanted.get(vassal);
+    if (!reg) return leaving ?? Promise.resolve();
+    this.wanted.delete(vassal);
+    return this.removeEverywhere(vassal, keyOf(reg));
+  }
+
+  /** The vassal is no longer serving (crashed, exited, failed to start): deregister at once. */
+  gone(vassal: string): void {
+    void this.stopping(vassal);
+  }
+
+  /** What is registered (or being registered) for a vassal, if anything. */
+  registrationOf(vassal: string): Registration | undefined {
+    return this.wanted.get(vassal);
+  }
+
+  private removeEverywhere(vassal: string, key: RegistrationKey): Promise<void> {
+    if (this.syncs.length === 0) return Promise.resolve();
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), this.opts.deregisterBoundMs);
     });
-    const results = await Promise.all(
+    const all = Promise.all(
       this.syncs.map(async (s) => {
         const r = await Promise.race([s.remove(key).then(() => 'done' as const), bound]);
         if (r === 'timeout') {
           this.log('warn', `deregistration from ${s.adapter.description} not confirmed within ${this.opts.deregisterBoundMs} ms; stopping anyway (it is retried)`, {
-            vassal: key.name,
+            vassal,
             event: 'deregister-timeout',
             registry: s.adapter.kind,
           });
         }
-        return r;
       }),
-    );
-    clearTimeout(timer);
-    void results;
+    ).then(() => clearTimeout(timer));
+    const p: Promise<void> = all.finally(() => {
+      if (this.leaving.get(vassal) === p) this.leaving.delete(vassal);
+    });
+    this.leaving.set(vassal, p);
+    return p;
   }
 
   /** Resolves when every registry holds exactly the desired set (tests and benchmarks). */
@@ -309,10 +444,18 @@ export class Registrar {
   }
 
   status(): RegistryStatus[] {
-    return this.syncs.map((s) => ({ registry: s.adapter.kind, description: s.adapter.description, up: !s.isDown, stats: s.adapter.stats?.() ?? {} }));
+    return this.syncs.map((s) => ({
+      registry: s.adapter.kind,
+      description: s.adapter.description,
+      up: !s.isDown,
+      slow: s.isSlow,
+      stats: s.adapter.stats?.() ?? {},
+    }));
   }
 
   async close(): Promise<void> {
     await Promise.all(this.syncs.map((s) => s.close()));
   }
 }
+
+const keyOf = (r: Registration): RegistrationKey => ({ id: r.id, type: r.type, name: r.name });

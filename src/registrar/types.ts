@@ -44,8 +44,17 @@ export interface Observed {
 }
 
 /**
+ * An adapter's error for a call that got no answer in time (the registry may be alive but
+ * busy), as opposed to one that found it down: such errors carry `slow: true`.
+ */
+export function isSlowFailure(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { slow?: unknown }).slow === true;
+}
+
+/**
  * One registry. `apply` must be idempotent (putting what is there, deleting what is gone: fine)
- * and may batch. Throwing means "nothing is known to have been applied": the registrar retries.
+ * and may batch. Throwing means "nothing is known to have been applied": the registrar retries
+ * (an error with `slow: true`, see isSlowFailure, means the call timed out rather than failed).
  */
 export interface RegistryAdapter {
   readonly kind: 'etcd' | 'consul';

@@ -110,9 +110,15 @@ export class EtcdRegistryError extends Error {
   override readonly name = 'EtcdRegistryError';
   constructor(
     message: string,
-    readonly kind: 'unreachable' | 'auth' | 'lease' | 'closed' | 'other',
+    /** 'slow': etcd did not answer within the call deadline; it may be busy rather than down. */
+    readonly kind: 'unreachable' | 'slow' | 'auth' | 'lease' | 'closed' | 'other',
   ) {
     super(message);
+  }
+
+  /** The registrar's mark for "timed out, not down" (see isSlowFailure). */
+  get slow(): boolean {
+    return this.kind === 'slow';
   }
 }
 
@@ -124,6 +130,7 @@ export function wrapEtcdError(err: unknown, cfg: EtcdConfig): EtcdRegistryError 
   else if (err instanceof GRPCInvalidArgumentError && /user name is empty/.test(err.message)) kind = 'auth';
   else if (err instanceof EtcdLeaseInvalidError) kind = 'lease';
   else if (err instanceof ClientClosedError) kind = 'closed';
+  else if (err instanceof GRPCDeadlineExceededError) kind = 'slow';
   else if (err instanceof Error && (isRecoverableError(err) || isBrokenCircuitError(err))) kind = 'unreachable';
   return new EtcdRegistryError(message, kind);
 }
