@@ -97,7 +97,7 @@ describe(`vassal file parser fuzzing (seed ${SEED})`, { concurrency: 2 }, () => 
       assert.equal(brokenInvariant({ kind: seed.name, file, content: seed.content }, result), undefined);
       for (const match of seed.content.matchAll(/"?([a-z_]+)"?:/g)) fields.add(match[1] ?? '');
     }
-    for (const field of ['command', 'shell', 'cwd', 'env', 'restart', 'backoff', 'start', 'ready', 'tcp', 'http', 'exec', 'notify', 'delay', 'checks', 'ttl', 'on_critical', 'stop', 'drain', 'service', 'location', 'meta', 'consul']) {
+    for (const field of ['command', 'shell', 'cwd', 'env', 'restart', 'backoff', 'start', 'ready', 'tcp', 'http', 'exec', 'notify', 'delay', 'checks', 'ttl', 'on_critical', 'stop', 'drain', 'service', 'location', 'meta', 'consul', 'limits', 'limits_required', 'cpu_weight', 'open_files']) {
       assert.ok(fields.has(field), `no seed file uses ${field}`);
     }
   });
