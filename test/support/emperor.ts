@@ -204,11 +204,16 @@ export class EmperorUnderTest extends EventEmitter {
         reject(new Error(`emperor did not exit within ${PROCESS_DEADLINE_MS} ms of ${signal}\nstderr: ${this.stderr}\nlog tail:\n${this.tail()}`));
       }, PROCESS_DEADLINE_MS);
     });
+    let exit;
     try {
-      return await Promise.race([this.exited, late]);
+      exit = await Promise.race([this.exited, late]);
     } finally {
       clearTimeout(timer);
     }
+    // A move the vassal state table refused is a bug, whatever the test was looking at.
+    const bugs = this.entries.filter((e) => e.event === 'bug');
+    if (bugs.length > 0) throw new Error(`the emperor logged ${bugs.length} bug(s):\n${bugs.map((e) => `[${e.vassal ?? '-'}] ${e.message}`).join('\n')}`);
+    return exit;
   }
 }
 
