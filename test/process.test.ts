@@ -270,7 +270,8 @@ void test('mirrored lines: stdout and stderr, capped; the log file gets every by
 
   const stdoutBytes = `out one\nhéllo\n${x}\ntail without newline`;
   const expectedSize = Buffer.byteLength(stdoutBytes) + Buffer.byteLength('err one\r\n');
-  await waitFor(() => fs.statSync(logFile).size === expectedSize, 'the log file to receive all output');
+  // The sink may not have created the file yet: a missing file is "not yet", not an error.
+  await waitFor(() => fs.existsSync(logFile) && fs.statSync(logFile).size === expectedSize, 'the log file to receive all output');
   // stdout and stderr are separate pipes, so only the order within each is defined: the stderr
   // chunk may even land between the two bytes of "é". Hence bytes, not text.
   const content = fs.readFileSync(logFile);
