@@ -4,28 +4,20 @@
 // so) — plus the typed library (src/consul) those commands are built on.
 import { describe, test, after, before, type TestContext } from './support/test.js';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { binEmperor } from './support/paths.js';
+import { runCli, type CliResult } from './support/emperor.js';
 import { Consul, ConsulError } from '../src/consul/index.js';
 import { startConsulDouble, type ConsulDouble, type ConsulDoubleOptions } from './consul/double.js';
 import { freePort } from './support/net.js';
 
-// The CLI under test: the real binary (test/fixtures/consul-cli.ts mounts only these commands,
-// for debugging them in isolation).
-const ENTRY = binEmperor;
+// The CLI under test: the real binary, through runCli (test/fixtures/consul-cli.ts mounts only
+// these commands, for debugging them in isolation).
 
 const REAL_AGENT = process.env.EMPEROR_TEST_CONSUL_ADDR || undefined;
 const REAL_TOKEN = process.env.EMPEROR_TEST_CONSUL_TOKEN || undefined;
 const RUN = `emptest-cli-${process.pid}-${Date.now().toString(36)}`;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** The environment without anything that could configure Consul behind the test's back. */
 function baseEnv(): NodeJS.ProcessEnv {
@@ -34,16 +26,9 @@ function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** The CLI with a clean environment (runCli: killed, and failing, if it hangs). */
 function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [ENTRY, ...args], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { ...baseEnv(), ...env });
 }
 
 function ok(r: CliResult, what = 'expected success'): CliResult {
@@ -268,17 +253,19 @@ void describe('emperor session', () => {
   });
 
   void test('create (all options), info, node, list, renew, destroy', async () => {
+    // A TTL that outlives this test however busy the machine (a dozen CLI runs took over a
+    // minute there, and a 30 s session had expired before its renew).
     const id = ok(
-      await cli(['session', 'create', '--name', `${RUN}-s`, '--node', node, '--ttl', '30s', '--lock-delay', '2s', '--behavior', 'delete', '--checks', ''], ag.env),
+      await cli(['session', 'create', '--name', `${RUN}-s`, '--node', node, '--ttl', '1h', '--lock-delay', '2s', '--behavior', 'delete', '--checks', ''], ag.env),
     ).stdout.trim();
     const info = JSON.parse(ok(await cli(['session', 'info', id, '--json'], ag.env)).stdout) as Record<string, unknown>;
     assert.deepEqual(
       { id: info.id, name: info.name, node: info.node, behavior: info.behavior, ttl: info.ttl, lockDelayMs: info.lockDelayMs, checks: info.checks },
-      { id, name: `${RUN}-s`, node, behavior: 'delete', ttl: '30s', lockDelayMs: 2000, checks: [] },
+      { id, name: `${RUN}-s`, node, behavior: 'delete', ttl: '1h', lockDelayMs: 2000, checks: [] },
     );
     const table = ok(await cli(['session', 'info', id], ag.env)).stdout.trimEnd().split('\n');
     assert.deepEqual(table[0]!.split(/\s+/), ['ID', 'NAME', 'NODE', 'BEHAVIOR', 'TTL', 'LOCK-DELAY', 'CHECKS']);
-    assert.deepEqual(table[1]!.split(/\s+/), [id, `${RUN}-s`, node, 'delete', '30s', '2s', '-']);
+    assert.deepEqual(table[1]!.split(/\s+/), [id, `${RUN}-s`, node, 'delete', '1h', '2s', '-']);
 
     const plain = ok(await cli(['session', 'create'], ag.env)).stdout.trim();
     const plainInfo = JSON.parse(ok(await cli(['session', 'info', plain, '--json'], ag.env)).stdout) as { checks: string[]; behavior: string; name: string };
