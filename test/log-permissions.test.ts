@@ -64,9 +64,9 @@ describe('log permissions', { skip: process.getuid?.() !== 0 ? 'needs root to cr
     fs.writeFileSync(`${file}.tmp`, JSON.stringify({ command: ['/bin/sh', '-c', script], logs: { max_size: '1K', keep: 3 }, start: { ready: { delay: '10ms' } } }));
     fs.chownSync(`${file}.tmp`, owner.uid, owner.gid);
     fs.renameSync(`${file}.tmp`, file);
-    await emp.waitEvent('private', 'ready');
+    await emp.waitEvent('private', 'ready', 0, 30_000);
     const log = path.join(ws.logs, 'private.log');
-    await waitFor(() => fs.existsSync(`${log}.2`) && fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('secret-token'), 'the log rotated twice');
+    await waitFor(() => fs.existsSync(`${log}.2`) && fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('secret-token'), 'the log rotated twice', 30_000);
 
     assert.equal(fs.statSync(ws.logs).mode & 0o777, 0o750, 'logs directory 0750');
     for (const f of [log, `${log}.1`, `${log}.2`]) {
@@ -83,7 +83,7 @@ describe('log permissions', { skip: process.getuid?.() !== 0 ? 'needs root to cr
 
     // Pid records: not readable by others either (they carry argv).
     const pids = path.join(ws.state, 'pids');
-    await waitFor(() => fs.existsSync(path.join(pids, 'private.json')), 'the pid record');
+    await waitFor(() => fs.existsSync(path.join(pids, 'private.json')), 'the pid record', 30_000);
     assert.equal(fs.statSync(pids).mode & 0o077, 0, 'pids/ has no group or other access');
     assert.equal(fs.statSync(path.join(pids, 'private.json')).mode & 0o077, 0, 'the record has no group or other access');
   });
@@ -96,11 +96,11 @@ describe('log permissions', { skip: process.getuid?.() !== 0 ? 'needs root to cr
     fs.chmodSync(path.join(ws.logs, 'old.log'), 0o644);
     const e2 = await EmperorUnderTest.start(ws);
     try {
-      const warned = await e2.waitFor((e) => e.event === 'logs-dir', 'the tightening is reported');
+      const warned = await e2.waitFor((e) => e.event === 'logs-dir', 'the tightening is reported', 0, 30_000);
       assert.match(warned.message, /tightened to 0750/);
       assert.equal(fs.statSync(ws.logs).mode & 0o777, 0o750);
       await e2.writeVassal('old.json', { command: ['/bin/sh', '-c', 'echo new line; exec sleep 1000'], start: { ready: { delay: '10ms' } } });
-      await waitFor(() => fs.readFileSync(path.join(ws.logs, 'old.log'), 'utf8').includes('new line'), 'appended to the old log');
+      await waitFor(() => fs.readFileSync(path.join(ws.logs, 'old.log'), 'utf8').includes('new line'), 'appended to the old log', 30_000);
       assert.equal(fs.statSync(path.join(ws.logs, 'old.log')).mode & 0o777, 0o640);
     } finally {
       await e2.stop();

@@ -66,7 +66,7 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     const keep = 2;
     const mb = 60;
     await emp.writeVassal('flood.json', { command: [node, '-e', FLOOD, String(mb)], logs: { max_size: '1M', keep }, start: { ready: { delay: '10ms' } } });
-    await emp.waitEvent('flood', 'spawned');
+    await emp.waitEvent('flood', 'spawned', 0, 30_000);
     const logs = emp.ws.logs;
     const rss: number[] = [];
     let samples = 0;
@@ -117,23 +117,23 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     const tick = `let i = 0; setInterval(() => console.log('tick ' + i++), 20);`;
     await emp.writeVassal('ticker.json', { command: [node, '-e', tick], logs: { max_size: 0 }, start: { ready: { delay: '10ms' } } });
     const log = path.join(emp.ws.logs, 'ticker.log');
-    await waitFor(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('tick 3\n'), 'ticks in the log');
+    await waitFor(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('tick 3\n'), 'ticks in the log', 30_000);
 
     // As logrotate does: move the file, then run the postrotate command.
     fs.renameSync(log, `${log}.1`);
     const cli = await emp.cli(['reopen-logs']);
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /reopened 1 vassal log/);
-    await waitFor(() => fs.existsSync(log) && /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'a new log file with ticks');
+    await waitFor(() => fs.existsSync(log) && /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'a new log file with ticks', 30_000);
     const sizeMoved = fs.statSync(`${log}.1`).size;
 
     fs.renameSync(log, `${log}.2`);
     process.kill(emp.pid, 'SIGUSR1');
-    await waitFor(() => fs.existsSync(log) && /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'a new log file after SIGUSR1');
-    await emp.waitFor((e) => e.event === 'reopen-logs', 'the reopen is logged');
+    await waitFor(() => fs.existsSync(log) && /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'a new log file after SIGUSR1', 30_000);
+    await emp.waitFor((e) => e.event === 'reopen-logs', 'the reopen is logged', 0, 30_000);
     assert.equal(fs.statSync(`${log}.1`).size, sizeMoved, 'nothing is written to a moved file after the reopen');
     // Every tick is in exactly one of the three files, in order.
-    await waitFor(() => /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'ticks after the second reopen');
+    await waitFor(() => /tick \d+\n/.test(fs.readFileSync(log, 'utf8')), 'ticks after the second reopen', 30_000);
     const ticks = [`${log}.1`, `${log}.2`, log].flatMap((f) => [...fs.readFileSync(f, 'utf8').matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1])));
     assert.deepEqual(
       ticks,
@@ -176,17 +176,17 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     await emp.writeVassal('noisy.json', { command: ['/bin/sh', '-c', script], start: { ready: { delay: '10ms' } } });
     await emp.writeVassal('quiet.json', { command: ['/bin/sh', '-c', 'echo hello from quiet; exec sleep 1000'], start: { ready: { delay: '10ms' } } });
     const log = path.join(ws.logs, 'noisy.log');
-    await waitFor(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('noisy 4999\n'), 'all 5000 lines in the log file');
-    await emp.waitEvent('noisy', 'mirror-suppressed');
+    await waitFor(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('noisy 4999\n'), 'all 5000 lines in the log file', 30_000);
+    await emp.waitEvent('noisy', 'mirror-suppressed', 0, 30_000);
     // Another vassal's lines are not held back by the noisy one.
-    await emp.waitFor((e) => e.event === 'output' && e.vassal === 'quiet' && e.message === 'hello from quiet', 'the quiet vassal mirrored');
+    await emp.waitFor((e) => e.event === 'output' && e.vassal === 'quiet' && e.message === 'hello from quiet', 'the quiet vassal mirrored', 0, 30_000);
     const held = (await emp.vassal('noisy')).output.mirrorSuppressedBytes;
     assert.ok(held > 0, 'held-back bytes are counted');
     // The episode ends at a line after a quiet spell that refills the burst (50 lines at 10/s: 5 s).
     fs.writeFileSync(go, '');
     const resumed = await emp.waitEvent('noisy', 'mirror-resumed', 0, 30_000);
     assert.equal(resumed.suppressed_bytes, held);
-    await emp.waitFor((e) => e.event === 'output' && e.vassal === 'noisy' && e.message === 'after', 'mirroring resumes');
+    await emp.waitFor((e) => e.event === 'output' && e.vassal === 'noisy' && e.message === 'after', 'mirroring resumes', 0, 30_000);
     const mirrored = emp.events('noisy', 'output').length;
     assert.ok(mirrored < 1000, `${mirrored} of 5001 lines mirrored at 10 lines/s`);
     assert.equal(emp.events('noisy', 'mirror-suppressed').length, 1, 'the suppression is reported once');
