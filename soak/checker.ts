@@ -37,15 +37,20 @@
 // While a registry is down (stopped by us) it is not reachable: its episodes are dropped, not
 // judged. A stopped Consul double still answers services(), but a stopped agent points nobody
 // anywhere, and its restart wipes it: treated as unreachable too.
+import fs from 'node:fs/promises';
 import net from 'node:net';
 import { defaultServiceId } from '../src/emperor/registration.js';
 import type { EmperorStatus, VassalStatus } from '../src/emperor/emperor.js';
 import type { BoundClass, InvariantNo, Ledger } from './ledger.js';
 import type { VassalProc } from './procfs.js';
+import { HOSTILE_PREFIX } from './hostile.js';
 import { MAX_STOP_TIMEOUT_MS, NEVER_READY } from './vassals.js';
 import { SETTINGS, type World } from './world.js';
 
 export const SAMPLE_MS = 150;
+const PING_MS = 100;
+const TICK_MS = 20;
+const STATUS_BOUND_MS = 1000;
 const NORMAL_BOUND_MS = 1000;
 const AFTER_OUTAGE_MS = 3000;
 const DUPLICATE_BOUND_MS = 300;
@@ -153,6 +158,15 @@ export class Checker {
   maxRssKb = 0;
   maxFds = 0;
   private lastResourceSample = 0;
+  private leakSeen = false;
+  private readonly wrongUid = new Set<string>();
+  private readonly reportsSeen = new Set<string>();
+  private pingDone: Promise<void> = Promise.resolve();
+  /** Longest lateness of the soak's own 20 ms ticker since the last reset (its own stalls). */
+  private selfLagMs = 0;
+  private ticker: NodeJS.Timeout | undefined;
+  /** Slowest status answer, less the soak's own stall meanwhile. */
+  maxStatusMs = 0;
 
   constructor(
     private readonly world: World,
@@ -164,11 +178,49 @@ export class Checker {
   start(): void {
     this.running = true;
     this.loopDone = this.loop();
+    let last = performance.now();
+    this.ticker = setInterval(() => {
+      const now = performance.now();
+      this.selfLagMs = Math.max(this.selfLagMs, now - last - TICK_MS);
+      last = now;
+    }, TICK_MS);
+    this.pingDone = this.pingLoop();
   }
 
   async stop(): Promise<void> {
     this.running = false;
-    await this.loopDone;
+    await Promise.all([this.loopDone, this.pingDone]);
+    clearInterval(this.ticker);
+  }
+
+  /**
+   * Invariant 6: the emperor answers GET /v1/status within STATUS_BOUND_MS, whatever the driver
+   * and the hostile actor do. Asked every PING_MS on its own loop (the sample loop takes longer);
+   * a stall of the soak process itself (its ticker running late) is not held against the emperor.
+   */
+  private async pingLoop(): Promise<void> {
+    while (this.running) {
+      const emp = this.world.emperor;
+      if (emp?.alive && !emp.expectExit) {
+        this.selfLagMs = 0;
+        const t0 = performance.now();
+        let failed: string | undefined;
+        try {
+          await emp.status(STATUS_BOUND_MS * 10);
+        } catch (err) {
+          failed = err instanceof Error ? err.message : String(err);
+        }
+        const ms = Math.round(performance.now() - t0 - this.selfLagMs);
+        // Only while that same emperor still runs and nobody meant to stop it.
+        if (emp === this.world.emperor && emp.alive && !emp.expectExit) {
+          this.maxStatusMs = Math.max(this.maxStatusMs, ms);
+          if (ms > STATUS_BOUND_MS || failed !== undefined) {
+            this.ledger.violation(6, 'status not answered within 1 s', `emperor pid ${emp.pid}: ${failed ?? 'answered'} after ${ms} ms (the soak itself stalled ${Math.round(this.selfLagMs)} ms meanwhile)`);
+          }
+        }
+      }
+      await sleep(PING_MS);
+    }
   }
 
   private async loop(): Promise<void> {
@@ -222,6 +274,12 @@ export class Checker {
     // /proc
     const empPid = w.emperor?.alive ? w.emperor.pid : undefined;
     const procs = w.scanner.scan();
+    this.judgeUids(procs);
+    await this.judgeReports();
+    if (status && w.hostile && !this.leakSeen && JSON.stringify(status).includes(w.hostile.marker)) {
+      this.leakSeen = true;
+      this.ledger.violation(5, 'status quotes a file the emperor refused', `status contains ${w.hostile.marker}, the first line of a root-only file a hostile symlink pointed at`);
+    }
     this.sampleResources();
     // ports
     const ports = new Set<number>();
@@ -389,6 +447,37 @@ export class Checker {
     this.update(now, conds, evaluated, suspended);
   }
 
+  /**
+   * Invariant 5: a vassal runs as its file's owner. Content that names its owner (SOAK_OWNER:
+   * the hostile actor's, and root's files it swaps in) is judged once it has exec'd its final
+   * program (sleep): before that the launch wrapper runs as root by design. The driver's own
+   * files are root's (or, without root, the soak's user's) and run as that throughout.
+   */
+  private judgeUids(procs: readonly VassalProc[]): void {
+    for (const p of procs) {
+      if (p.uid === undefined) continue;
+      const owner = p.env.get('SOAK_OWNER');
+      const expected = owner !== undefined ? Number(owner) : this.world.driverUid;
+      if (owner !== undefined && p.comm !== 'sleep') continue;
+      const key = `${p.pid}:${p.startTime}`;
+      if (p.uid === expected || this.wrongUid.has(key)) continue;
+      this.wrongUid.add(key);
+      this.ledger.violation(5, 'vassal runs as another uid than its file owner', `${p.vassal}: pid ${p.pid} (${p.comm}) runs as uid ${p.uid}, its content's owner is ${expected}${this.world.context(p.vassal)}`);
+    }
+  }
+
+  /** The hostile content's own reports, <content owner>.<uid it ran as>.<pid>: caught even when the process died between samples. */
+  private async judgeReports(): Promise<void> {
+    const dir = this.world.hostile?.reportDir;
+    if (!dir) return;
+    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+      if (this.reportsSeen.has(name)) continue;
+      this.reportsSeen.add(name);
+      const [owner, uid] = name.split('.');
+      if (owner !== uid) this.ledger.violation(5, 'hostile content ran as another uid than its file owner', `report ${name}: content owned by uid ${owner} ran as uid ${uid}`);
+    }
+  }
+
   private processConds(conds: Cond[], procs: readonly VassalProc[], byPid: Map<number, VassalProc>, leaders: Map<string, VassalProc[]>, empPid: number | undefined): void {
     const w = this.world;
     const proc = (c: Omit<Cond, 'domain' | 'floor' | 'floorClass' | 'normalClass' | 'no'>): void => {
@@ -404,7 +493,8 @@ export class Checker {
           bound: DUPLICATE_BOUND_MS,
         });
       }
-      if (!w.model.processAllowed(vassal)) {
+      // The hostile actor's vassals are not the driver's: their files come and go outside its model.
+      if (!w.model.processAllowed(vassal) && !vassal.startsWith(HOSTILE_PREFIX)) {
         const f = w.model.files.get(vassal);
         proc({
           key: `3:nofile:${vassal}`,

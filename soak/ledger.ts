@@ -1,12 +1,14 @@
 // Everything the soak counts: driver actions, violations (one per episode) and convergence times.
 
-export type InvariantNo = 1 | 2 | 3 | 4;
+export type InvariantNo = 1 | 2 | 3 | 4 | 5 | 6;
 
 export const INVARIANTS: Record<InvariantNo, string> = {
   1: 'registration of a dead or not-ready process',
   2: 'ready vassal missing from a reachable registry',
   3: 'stray, duplicate or leftover vassal process',
   4: 'emperor crash, bug event or unbounded growth',
+  5: "vassal running as a uid other than its file's owner, or a refused file quoted",
+  6: 'emperor not answering status for more than 1 s',
 };
 
 export interface Violation {

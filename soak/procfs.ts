@@ -30,6 +30,17 @@ export interface VassalProc extends Stat {
   /** An exec check probe, not part of the vassal's own group. */
   readonly probe: boolean;
   readonly env: ReadonlyMap<string, string>;
+  /** Real uid now (a process switches user between fork and exec: read at every scan). */
+  readonly uid: number | undefined;
+}
+
+function readUid(pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function readStat(pid: number): Stat | undefined {
@@ -142,7 +153,7 @@ export class ProcScanner {
       }
       if (!(id.mine && id.vassal === undefined)) seen.set(key, id);
       if (id.mine && id.vassal !== undefined) {
-        out.push({ ...st, vassal: id.vassal, leader: st.pid === st.pgid, probe: id.probe, env: id.env });
+        out.push({ ...st, vassal: id.vassal, leader: st.pid === st.pgid, probe: id.probe, env: id.env, uid: readUid(pid) });
       }
     }
     this.cache = seen;

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { Checker, readEtcd, SAMPLE_MS } from './checker.js';
 import { CHECKPOINT_STEPS, Driver, SIGKILL_CLEAN_MS } from './driver.js';
 import { INVARIANTS, Ledger, type BoundClass, type InvariantNo } from './ledger.js';
+import { HostileActor } from './hostile.js';
 import { mulberry32 } from './prng.js';
 import { MAX_STOP_TIMEOUT_MS } from './vassals.js';
 import { SETTINGS, World } from './world.js';
@@ -108,7 +109,7 @@ function table(o: Options, ledger: Ledger, world: World, driver: Driver | undefi
   for (const [k, v] of [...world.events].sort()) row(`  ${k}`, v);
   section('violations by kind');
   const byNo = (no: InvariantNo): number => ledger.violations.filter((v) => v.no === no).length;
-  for (const no of [1, 2, 3, 4] as const) {
+  for (const no of [1, 2, 3, 4, 5, 6] as const) {
     row(`  ${no}. ${INVARIANTS[no]}`, byNo(no));
     const kinds = new Map<string, number>();
     for (const v of ledger.violations.filter((x) => x.no === no)) kinds.set(v.what, (kinds.get(v.what) ?? 0) + 1);
@@ -133,6 +134,8 @@ function table(o: Options, ledger: Ledger, world: World, driver: Driver | undefi
   row('  RSS start / end / max', `${mb(m.start?.rssKb)} / ${mb(m.end?.rssKb)} / ${mb(checker?.maxRssKb)}`);
   row('  open fds start / end / max', `${m.start?.fds ?? '?'} / ${m.end?.fds ?? '?'} / ${checker?.maxFds ?? '?'}`);
   row('  growth rule', `fds end > start + ${FD_GROWTH_LIMIT}, or RSS end > ${RSS_FACTOR} x start + ${RSS_SLACK_KB / 1024} MB`);
+  row('slowest status answer', `${checker?.maxStatusMs ?? '?'} ms (bound 1000 ms, less the soak's own stalls)`);
+  row('hostile user', world.hostile ? `uid ${world.hostile.uid}, tyrant mode (attacks are counted under actions as "hostile: ...")` : 'none (needs root)');
   row('checker status failures / etcd read failures', `${checker?.statusFailures ?? 0} / ${checker?.etcdReadFailures ?? 0}`);
 
   const width = Math.max(...rows.map((r) => (typeof r === 'string' ? 0 : r[0].length)));
@@ -225,6 +228,9 @@ async function main(): Promise<number> {
   try {
     await world.setup();
     ledger.progress(`etcd at ${world.etcd.endpoint}, Consul double at ${world.consul.address}, workspace ${world.ws.root}, run id ${world.runId}`);
+    // Its own PRNG: the driver's sequence (and digest) stays what the seed always gave.
+    world.hostile = await HostileActor.create(world.runId, world.ws, ledger, mulberry32((o.seed ^ 0x5eed5eed) >>> 0));
+    ledger.progress(world.hostile ? `hostile user uid ${world.hostile.uid}; the emperor runs in tyrant mode` : 'no hostile user (it needs root); the emperor runs without tyrant mode');
     await world.startEmperor();
     driver = new Driver(world, ledger, mulberry32(o.seed), { maxVassals: o.vassals, durationMs, boundFactor: o.boundFactor });
     checker = new Checker(world, ledger, o.boundFactor);
@@ -234,6 +240,7 @@ async function main(): Promise<number> {
     m.start = world.resources();
     ledger.progress(`baseline with ${initial} vassals: RSS ${mb(m.start?.rssKb)}, ${m.start?.fds} fds; driving for ${o.minutes} min (emperor SIGKILL at steps ${[...driver.killSteps].sort((a, b) => a - b).join(', ')})`);
 
+    world.hostile?.start();
     const runStart = Date.now();
     let lastReport = runStart;
     while (Date.now() - runStart < durationMs) {
@@ -247,6 +254,7 @@ async function main(): Promise<number> {
       }
     }
     ledger.progress(`driving done after ${driver.steps} steps; bringing registries back and settling`);
+    await world.hostile?.stop();
     await driver.finish();
     await driver.normalize(initial);
     await sleep(SETTLE_MS + 1000);
@@ -264,6 +272,7 @@ async function main(): Promise<number> {
     await checker?.stop();
   } finally {
     await world.teardown();
+    world.hostile?.teardown();
     clearTimeout(watchdog);
   }
   process.stdout.write(`${table(o, ledger, world, driver, checker, m)}\n`);

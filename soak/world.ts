@@ -10,6 +10,7 @@ import { startConsulDouble, type ConsulDouble } from '../test/consul/double.js';
 import { startEtcd, type EtcdServer } from '../test/support/etcd.js';
 import { freePort } from '../test/support/net.js';
 import { EmperorProc, emperorResources } from './emperor.js';
+import type { HostileActor } from './hostile.js';
 import type { Ledger } from './ledger.js';
 import { isAlive, ProcScanner, RUN_MARKER } from './procfs.js';
 import type { Kind } from './vassals.js';
@@ -79,6 +80,10 @@ export class World {
   etcd!: EtcdServer;
   consul!: ConsulDouble;
   emperor: EmperorProc | undefined;
+  /** The hostile user (root only); with it the emperor runs in tyrant mode. */
+  hostile: HostileActor | undefined;
+  /** Uid the driver's own (root- or soak-user-owned) vassals run as. */
+  readonly driverUid = process.getuid?.() ?? 0;
   /** Number of emperor processes started so far. */
   incarnations = 0;
   /** When the driver last SIGKILLed the emperor (-Infinity: never). */
@@ -137,6 +142,8 @@ export class World {
       '--consul-deregister-critical-after', `${SETTINGS.consulDeregisterCriticalAfterMs}ms`,
       '--anti-entropy-interval', `${SETTINGS.antiEntropyMs}ms`,
       '--deregister-timeout', `${SETTINGS.deregisterTimeoutMs}ms`,
+      // Each file runs as its owner: the driver's are root's, the hostile user's are his.
+      ...(this.hostile ? ['--tyrant', '--tyrant-allow-root'] : []),
     ];
   }
 
@@ -170,6 +177,9 @@ export class World {
         this.remember(e.vassal, `emperor #${n}: ${ev}${pid}: ${String(e.message).slice(0, 140)}`);
       }
       if (ev === 'bug') this.ledger.violation(4, 'bug event in the emperor log', `emperor #${n} (pid ${self.pid}): ${String(e.message).slice(0, 800)}`);
+      if (this.hostile && JSON.stringify(e).includes(this.hostile.marker)) {
+        this.ledger.violation(5, 'a log line quotes a file the emperor refused', `emperor #${n}: ${JSON.stringify(e).slice(0, 600)}`);
+      }
     });
     this.incarnations = n;
     void emp.exited.then((info) => {
@@ -268,6 +278,7 @@ export class World {
       this.emperor.signal('SIGKILL');
     }
     this.killStrays();
+    this.hostile?.teardown();
     if (this.ws) {
       try {
         rmSync(this.ws.root, { recursive: true, force: true });

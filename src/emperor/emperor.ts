@@ -548,6 +548,9 @@ export class Emperor {
       entry.fileError = refusal;
       throw new ControlError(`not reloaded, the running version keeps running: ${refusal.message}`, 409);
     }
+    // Reading takes a while (the parse worker may be busy with other files): if the file was
+    // removed meanwhile, its vassal is stopping or stopped and forgotten, and must not be revived.
+    if (entry.removed || this.entries.get(entry.name) !== entry) throw new ControlError(`not reloaded: ${entry.file} was removed meanwhile`, 409);
     entry.fileError = undefined;
     return verdict.spec;
   }
