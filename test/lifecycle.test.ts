@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from './support/test.js';
-import { PidRecords } from '../src/process/records.js';
+import { newSpawnId, PidRecords, SPAWN_ID_VAR } from '../src/process/records.js';
 import { readStat } from '../src/process/procfs.js';
 import { EmperorUnderTest, makeWorkspace, appVassal } from './support/emperor.js';
 import { fixture } from './support/paths.js';
@@ -67,17 +67,18 @@ describe('emperor lifecycle', () => {
     const ws = await makeWorkspace();
     const records = new PidRecords(path.join(ws.state, 'pids'));
     // A leftover group: a detached sleep with a grandchild-like member in its group.
-    const leftover = spawn('sh', ['-c', 'sleep 600 & sleep 600; wait'], { detached: true, stdio: 'ignore' });
+    const spawnId = newSpawnId();
+    const leftover = spawn('sh', ['-c', 'sleep 600 & sleep 600; wait'], { detached: true, stdio: 'ignore', env: { ...process.env, [SPAWN_ID_VAR]: spawnId } });
     leftover.unref();
     const pid = leftover.pid!;
     await waitFor(async () => (await readStat(pid)) !== undefined, 'leftover started');
     const st = await readStat(pid);
-    await records.write('ghost', { pid, pgid: pid, startTime: st!.startTime, argv: ['sh'], emperorPid: 1 });
+    await records.write('ghost', { pid, pgid: pid, startTime: st!.startTime, argv: ['sh'], emperorPid: 1, spawnId });
     // A record whose PID now belongs to someone else (start time differs): must not be touched.
     const bystander = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
     bystander.unref();
     const bpid = bystander.pid!;
-    await records.write('reused', { pid: bpid, pgid: bpid, startTime: '1', argv: ['sleep'], emperorPid: 1 });
+    await records.write('reused', { pid: bpid, pgid: bpid, startTime: '1', argv: ['sleep'], emperorPid: 1, spawnId });
     try {
       const emp = await EmperorUnderTest.start(ws);
       const entry = await emp.waitFor((e) => e.event === 'leftover' && e.vassal === 'ghost', 'leftover reported', 0);

@@ -28,6 +28,7 @@ import type { OutputSink, StreamName } from '../src/process/types.js';
 import { VassalOutput } from '../src/output/capture.js';
 import { MirrorTap } from '../src/output/mirror.js';
 import { silentLogger } from '../src/log/logger.js';
+import { newSpawnId, SPAWN_ID_VAR } from '../src/process/records.js';
 import { fixture } from './support/paths.js';
 import { waitFor } from './support/wait.js';
 
@@ -499,19 +500,21 @@ void test('PidRecords: write, list and remove, atomically', async (t) => {
 void test('reapLeftovers kills a recorded live group and spares recycled or unverifiable ids', async (t) => {
   const s = scratch(t);
   const records = new PidRecords(path.join(s.dir, 'pids'));
-  const spawnGroup = (script: string) => {
-    const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  // Every process of a vassal starts with its spawn id in the environment; the bystander has another.
+  const spawnId = newSpawnId();
+  const spawnGroup = (script: string, id: string) => {
+    const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [SPAWN_ID_VAR]: id } });
     s.killGroup(child.pid);
     return child.pid ?? 0;
   };
-  const victim = spawnGroup('sleep 1000 & exec sleep 1000');
-  const bystander = spawnGroup('exec sleep 1000');
+  const victim = spawnGroup('sleep 1000 & exec sleep 1000', spawnId);
+  const bystander = spawnGroup('exec sleep 1000', newSpawnId());
   await waitFor(() => liveGroupMembers(victim).length === 2, 'the victim group to have two processes');
   const victimStart = readStatSync(victim)?.startTime ?? '';
   const bystanderStart = readStatSync(bystander)?.startTime ?? '';
   const victims = liveGroupMembers(victim);
 
-  const rec = { argv: ['sleep'], emperorPid: NO_SUCH_PID };
+  const rec = { argv: ['sleep'], emperorPid: NO_SUCH_PID, spawnId };
   await records.write('victim', { ...rec, pid: victim, pgid: victim, startTime: victimStart });
   // Same pid, other start time: the id now belongs to someone else.
   await records.write('reused', { ...rec, pid: bystander, pgid: bystander, startTime: String(BigInt(bystanderStart) - 1n) });
@@ -519,7 +522,11 @@ void test('reapLeftovers kills a recorded live group and spares recycled or unve
   await records.write('nothing-left', { ...rec, pid: NO_SUCH_PID - 3, pgid: NO_SUCH_PID - 3, startTime: '1' });
   // Right pid and start time, but from another boot, where start times mean something else.
   const oldBoot = { ...rec, pid: bystander, pgid: bystander, startTime: bystanderStart, bootId: 'another-boot' };
-  fs.writeFileSync(path.join(records.dir, 'old-boot.json'), JSON.stringify(oldBoot));
+  fs.writeFileSync(path.join(records.dir, 'old-boot.json'), JSON.stringify(oldBoot), { mode: 0o600 });
+  // Right pid and start time, but the bystander was not started with this spawn id.
+  await records.write('stranger', { ...rec, pid: bystander, pgid: bystander, startTime: bystanderStart });
+  // Right everything, but from a record that predates spawn ids.
+  await records.write('no-id', { ...rec, pid: bystander, pgid: bystander, startTime: bystanderStart, spawnId: undefined });
   fs.writeFileSync(path.join(records.dir, 'garbage.json'), '{not json');
   fs.writeFileSync(path.join(records.dir, '.victim.1.1.tmp'), '{');
 
@@ -527,12 +534,14 @@ void test('reapLeftovers kills a recorded live group and spares recycled or unve
   const report = await within(records.reapLeftovers((r) => skipped.push(r)), 'reapLeftovers');
   assert.deepEqual(report, [{ name: 'victim', pid: victim, pgid: victim, killed: 2, reason: `its process group ${victim} was still running` }]);
   const reasons = Object.fromEntries(skipped.map((r) => [r.name, r.reason]));
-  assert.deepEqual(Object.keys(reasons).sort(), ['no-start', 'nothing-left', 'old-boot', 'reused']);
+  assert.deepEqual(Object.keys(reasons).sort(), ['no-id', 'no-start', 'nothing-left', 'old-boot', 'reused', 'stranger']);
   assert.ok(skipped.every((r) => r.killed === 0));
   assert.match(reasons.reused ?? '', /reused/);
   assert.match(reasons['no-start'] ?? '', /no start time/);
   assert.match(reasons['old-boot'] ?? '', /reboot/);
   assert.match(reasons['nothing-left'] ?? '', /nothing/);
+  assert.match(reasons.stranger ?? '', /nothing/);
+  assert.match(reasons['no-id'] ?? '', /no spawn id/);
 
   assert.ok(victims.every(gone), 'every process of the recorded group is gone');
   assert.ok(alive(bystander), 'the process behind mismatched records is untouched');

@@ -1,6 +1,24 @@
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
+import { checkSocketPath } from './socket-path.js';
 
 export class NoEmperorError extends Error {}
+
+/** An emperor may well be running, but this user may not talk to it. */
+export class SocketDeniedError extends Error {}
+
+/** Who owns the socket (or, when even that is hidden, its directory): the user to run as. */
+function ownerHint(socketPath: string): string {
+  for (const p of [socketPath, path.dirname(socketPath)]) {
+    try {
+      return ` (owned by uid ${fs.statSync(p).uid})`;
+    } catch {
+      // Not visible to us either: try the next one.
+    }
+  }
+  return '';
+}
 
 export class ApiError extends Error {
   constructor(
@@ -30,6 +48,7 @@ export interface ApiAnswer {
  */
 export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: string, opts: ApiOptions = {}): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
+    checkSocketPath(socketPath);
     const req = http.request({ socketPath, method, path: urlPath, headers: { accept: 'application/json' } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -53,8 +72,12 @@ export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: 
       clearTimeout(timer);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTDIR') {
         reject(new NoEmperorError(`no emperor is running: nothing answers on ${socketPath} (start one with \`emperor --vassals DIR\`, or point --state-dir / EMPEROR_STATE_DIR at its state directory)`));
-      } else if (err.code === 'EACCES') {
-        reject(new NoEmperorError(`permission denied on ${socketPath}: the control socket belongs to the user running the emperor`));
+      } else if (err.code === 'EACCES' || err.code === 'EPERM') {
+        reject(
+          new SocketDeniedError(
+            `permission denied on ${socketPath}${ownerHint(socketPath)}: only the user the emperor runs as (and root) may use its control socket; run this command as that user`,
+          ),
+        );
       } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
         // The emperor accepted nothing or hung up: out of file descriptors it refuses connections.
         reject(new HungUp(`the emperor on ${socketPath} closed the connection without answering (${err.code}); if its log shows EMFILE it is out of file descriptors, try again`));

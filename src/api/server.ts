@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import { clientErrorHandler, keepListening, lingeringClose } from './hardening.js';
+import { checkSocketPath } from './socket-path.js';
 import net from 'node:net';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
@@ -86,6 +87,7 @@ const clientError = clientErrorHandler((status, _reason, code) => ({
  * 0700 state directory), so no token is needed and nothing listens on the network.
  */
 export async function startControlServer(emperor: Emperor, socketPath: string, logger: Logger): Promise<ControlServer> {
+  checkSocketPath(socketPath);
   if (await socketAnswers(socketPath)) {
     throw new Error(`another emperor is already running with control socket ${socketPath}; stop it, or give this one its own --state-dir`);
   }

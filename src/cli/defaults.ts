@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import { SOCKET_FILE } from '../state/state-dir.js';
 
 // Root gets the FHS locations a packaged daemon uses; anyone else gets a dot-directory,
 // as PM2 does (~/.pm2), so a user-level emperor needs no privileges.
@@ -15,4 +16,4 @@ export function defaultLogsDir(): string {
   return isRoot ? '/var/log/emperor' : path.join(os.homedir(), '.emperor', 'logs');
 }
 
-export const socketPathIn = (stateDir: string): string => path.join(stateDir, 'emperor.sock');
+export const socketPathIn = (stateDir: string): string => path.join(stateDir, SOCKET_FILE);

@@ -1,6 +1,7 @@
 import { DEFAULT_PROBE_CONCURRENCY } from '../checks/budget.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ApiError, callApi, NoEmperorError } from '../api/client.js';
+import { ApiError, callApi, NoEmperorError, SocketDeniedError } from '../api/client.js';
+import { SocketPathError } from '../api/socket-path.js';
 import { parseDuration } from '../config/duration.js';
 import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
 import { defaultLogsDir, defaultStateDir, socketPathIn } from './defaults.js';
@@ -12,6 +13,7 @@ import { addServiceCommands } from './service.js';
 import { addConsulCommands } from './consul.js';
 import { ConsulConfigError } from '../consul/connection.js';
 import { addConsulOptions, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
+import { strictBooleanEnv } from './env-booleans.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -31,9 +33,9 @@ async function withApi(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    if (err instanceof NoEmperorError || err instanceof ApiError) {
+    if (err instanceof NoEmperorError || err instanceof ApiError || err instanceof SocketDeniedError || err instanceof SocketPathError) {
       process.stderr.write(`emperor: ${err.message}\n`);
-      process.exitCode = err instanceof NoEmperorError ? 3 : 1;
+      process.exitCode = err instanceof NoEmperorError ? 3 : err instanceof SocketDeniedError ? 4 : err instanceof SocketPathError ? 2 : 1;
       return;
     }
     throw err;
@@ -45,6 +47,7 @@ program
   .name('emperor')
   .description('Supervise a directory of app files: drop a file to deploy, edit to reload, delete to stop.')
   .showHelpAfterError();
+strictBooleanEnv(program);
 
 const run = program
   .command('run', { isDefault: true })

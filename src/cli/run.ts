@@ -1,6 +1,5 @@
 import { probeBudget } from '../checks/budget.js';
 import { createHash } from 'node:crypto';
-import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startControlServer } from '../api/server.js';
@@ -12,7 +11,8 @@ import { EtcdAdapter } from '../registries/etcd/adapter.js';
 import type { EtcdConfig } from '../registries/etcd/options.js';
 import { ConsulAdapter } from '../registries/consul/adapter.js';
 import type { ConsulConfig } from '../registries/consul/options.js';
-import { socketPathIn } from './defaults.js';
+import { claimStateDir } from '../state/state-dir.js';
+import { lockVassalsDir, type VassalsDirLock } from '../state/vassals-lock.js';
 import { createMetricsRegistry, startMetricsServer, type MetricsServer } from '../metrics/metrics.js';
 
 export interface RunOptions {
@@ -71,6 +71,17 @@ async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string):
 /** A vassal quiet for this long may then mirror this many seconds' worth of lines at once. */
 const MIRROR_BURST_SECONDS = 5;
 
+/** The vassals directory's lock; a missing directory gets the same message Emperor.start gives. */
+function lockVassals(vassalsDir: string): VassalsDirLock {
+  try {
+    return lockVassalsDir(vassalsDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new Error(`vassals directory ${vassalsDir} does not exist or is not a directory (--vassals / EMPEROR_VASSALS)`);
+    throw err;
+  }
+}
+
 /** `emperor run`: supervise a vassals directory until SIGTERM/SIGINT. */
 export async function runEmperor(o: RunOptions): Promise<void> {
   const logger = createLogger({ format: o.logFormat, level: o.logLevel, colors: process.stdout.isTTY });
@@ -78,12 +89,16 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   if (o.tyrant && !isRoot) throw new Error('--tyrant needs the emperor to run as root (it runs each vassal as the owner of its file)');
   if (o.tyrantAllowRoot && !o.tyrant) throw new Error('--tyrant-allow-root only makes sense with --tyrant');
   const vassalsDir = path.resolve(o.vassals);
-  const stateDir = path.resolve(o.stateDir);
-  // 0700: the control socket inside is the emperor's whole authority.
-  await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  // Checked (owner, mode, parents) and locked for the emperor's whole life before anything in it
+  // is used: the control socket inside is the emperor's whole authority.
+  const state = await claimStateDir(o.stateDir);
+  const stateDir = state.dir;
+  const vassalsLock = lockVassals(vassalsDir);
+  if (vassalsLock.warning) logger.warn(vassalsLock.warning, { event: 'vassals-dir-locked' });
 
   probeBudget.setLimit(o.checkConcurrency);
-  const { registrar, consulAddress } = await createRegistrar(o, logger, stateDir);
+  // Consul IDs hash the directory as given, so they stay what they were before it was resolved.
+  const { registrar, consulAddress } = await createRegistrar(o, logger, path.resolve(o.stateDir));
   const emperor = new Emperor({
     registrar,
     consulAddress,
@@ -100,7 +115,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     useEvents: o.useEvents,
     containment: o.cgroups ? 'auto' : 'process-group',
   });
-  const server = await startControlServer(emperor, socketPathIn(stateDir), logger);
+  const server = await startControlServer(emperor, state.socketPath, logger);
   let metrics: MetricsServer | undefined;
   if (o.metrics) {
     try {

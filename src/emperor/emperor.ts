@@ -10,7 +10,7 @@ import type { VassalSpec } from '../config/spec.js';
 import type { Logger } from '../log/logger.js';
 import { Guardian } from '../process/guardian.js';
 import { Containment, type ContainmentStatus } from '../process/containment.js';
-import { PidRecords } from '../process/records.js';
+import { PidRecords, type LeftoverReport } from '../process/records.js';
 import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
@@ -199,6 +199,8 @@ export class Emperor {
     if (!st?.isDirectory()) throw new Error(`vassals directory ${this.opts.vassalsDir} does not exist or is not a directory (--vassals / EMPEROR_VASSALS)`);
     const logsDirWarning = await prepareLogsDir(this.opts.logsDir);
     if (logsDirWarning) this.log.warn(logsDirWarning, { event: 'logs-dir' });
+    // Refused before anything is acted on: records nobody else may have written.
+    await this.records.prepare();
     this.containment =
       this.opts.containment === 'process-group'
         ? Containment.processGroups('cgroups turned off (--no-cgroups or EMPEROR_NO_CGROUPS)')
@@ -217,7 +219,10 @@ export class Emperor {
     for (const left of await this.containment.reapLeftovers()) {
       this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run, found in its cgroup`, { vassal: left.name, event: 'leftover', killed: left.killed });
     }
-    for (const left of await this.records.reapLeftovers()) {
+    const skipped = (left: LeftoverReport): void => {
+      this.log.info(`left a previous run's pid record alone: ${left.reason}`, { vassal: left.name, event: 'leftover-skipped', pid: left.pid });
+    };
+    for (const left of await this.records.reapLeftovers(skipped)) {
       this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run (pid ${left.pid}): ${left.reason}`, {
         vassal: left.name,
         event: 'leftover',

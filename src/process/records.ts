@@ -1,9 +1,33 @@
 // Pid records: one JSON file per running vassal, so the next emperor can kill what a
 // SIGKILLed one left behind (the guardian covers that too, unless it was killed as well).
-import fs from 'node:fs/promises';
+//
+// A record only ever leads to SIGKILL for a process that is provably the one recorded:
+// - the record file is a regular file of the emperor's user, writable by nobody else, in a
+//   directory checked the same way (trustedSubdir), read through one descriptor;
+// - the emperor that wrote it is dead (its pid and start time no longer match a live process):
+//   one state directory has one emperor at a time (its lock), but a record copied from a live
+//   emperor's directory must not kill that emperor's vassals;
+// - same boot, and the process started no earlier than the recorded leader, in the recorded
+//   process group;
+// - and it carries the record's spawn id in its environment (EMPEROR_SPAWN_ID, a random value
+//   given to each spawn): a pid or process group id can be recycled, a 122-bit random value in
+//   the environment the process was started with cannot be guessed by someone who cannot read
+//   the record. A child that an app starts with a scrubbed environment is therefore not reaped
+//   by the next emperor (the guardian still kills it when the emperor dies): sparing a
+//   leftover is the price of never killing a stranger.
+import { randomUUID } from 'node:crypto';
+import fs, { type FileHandle } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { trustedSubdir } from '../state/trusted-dir.js';
 import { isLive, readBootId, readStatSync, snapshot, type ProcStat } from './procfs.js';
 import { delay } from './timing.js';
+
+/** The variable each vassal is started with, holding its record's spawn id. */
+export const SPAWN_ID_VAR = 'EMPEROR_SPAWN_ID';
+
+/** A fresh spawn id, for one spawn's environment and its record. */
+export const newSpawnId = (): string => randomUUID();
 
 export interface PidRecord {
   readonly pid: number;
@@ -12,12 +36,16 @@ export interface PidRecord {
   readonly startTime: string | undefined;
   readonly argv: readonly string[];
   readonly emperorPid: number;
+  /** The value of EMPEROR_SPAWN_ID in the spawn's environment; without it nothing is killed. */
+  readonly spawnId?: string | undefined;
 }
 
 export interface StoredRecord extends PidRecord {
   readonly name: string;
   /** Written automatically: start times only compare within one boot. */
   readonly bootId?: string;
+  /** Written automatically: the writing emperor's start time, to tell whether it still lives. */
+  readonly emperorStartTime?: string;
 }
 
 export interface LeftoverReport {
@@ -32,6 +60,9 @@ export interface LeftoverReport {
 const SUFFIX = '.json';
 const REAP_WAIT_MS = 5000;
 const POLL_MS = 20;
+/** A record is a few hundred bytes; a bigger file is not one of ours. */
+const MAX_RECORD_BYTES = 256 * 1024;
+const SPAWN_ID = /^[0-9a-f-]{36}$/;
 
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 
@@ -44,12 +75,57 @@ function parseRecord(name: string, text: string): StoredRecord | undefined {
   }
   if (typeof raw !== 'object' || raw === null) return undefined;
   const r = raw as Record<string, unknown>;
-  const { pid, pgid, startTime, argv, emperorPid, bootId } = r;
+  const { pid, pgid, startTime, argv, emperorPid, bootId, spawnId, emperorStartTime } = r;
   if (!isPosInt(pid) || !isPosInt(pgid) || !isPosInt(emperorPid)) return undefined;
   if (startTime !== undefined && (typeof startTime !== 'string' || !/^\d+$/.test(startTime))) return undefined;
+  if (emperorStartTime !== undefined && (typeof emperorStartTime !== 'string' || !/^\d+$/.test(emperorStartTime))) return undefined;
   if (!Array.isArray(argv) || !argv.every((a): a is string => typeof a === 'string')) return undefined;
   if (bootId !== undefined && typeof bootId !== 'string') return undefined;
-  return { name, pid, pgid, startTime, argv, emperorPid, ...(bootId === undefined ? {} : { bootId }) };
+  if (spawnId !== undefined && (typeof spawnId !== 'string' || !SPAWN_ID.test(spawnId))) return undefined;
+  return {
+    name,
+    pid,
+    pgid,
+    startTime,
+    argv,
+    emperorPid,
+    ...(bootId === undefined ? {} : { bootId }),
+    ...(spawnId === undefined ? {} : { spawnId }),
+    ...(emperorStartTime === undefined ? {} : { emperorStartTime }),
+  };
+}
+
+/**
+ * A record file's text, or why it is not trusted. One descriptor, opened without following a
+ * link or blocking on a FIFO, gives the owner, mode, type, size and bytes of the same file.
+ */
+async function readTrusted(file: string, euid: number): Promise<{ text: string } | { untrusted: string }> {
+  const { constants: c } = fs;
+  let fh: FileHandle;
+  try {
+    fh = await fs.open(file, c.O_RDONLY | c.O_NOFOLLOW | c.O_NONBLOCK);
+  } catch (err) {
+    return { untrusted: `cannot open it (${(err as NodeJS.ErrnoException).code ?? String(err)}), e.g. a symbolic link` };
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return { untrusted: 'not a regular file' };
+    if (st.uid !== euid) return { untrusted: `the file is owned by uid ${st.uid}, not by the emperor's user (uid ${euid})` };
+    if ((st.mode & 0o022) !== 0) return { untrusted: `the file is writable by group or others (mode 0${(st.mode & 0o777).toString(8)})` };
+    if (st.size > MAX_RECORD_BYTES) return { untrusted: `the file is ${st.size} bytes, far more than a record` };
+    return { text: await fh.readFile('utf8') };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** True when the process was started with NAME=value in its environment. */
+function startedWith(pid: number, name: string, value: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`${name}=${value}`);
+  } catch {
+    return false; // gone, or not ours to read: not provably ours either
+  }
 }
 
 interface Plan {
@@ -63,8 +139,15 @@ interface Plan {
 
 export class PidRecords {
   private seq = 0;
+  private readonly euid = process.geteuid?.() ?? 0;
+  private readonly ownStartTime = readStatSync(process.pid)?.startTime;
 
   constructor(readonly dir: string) {}
+
+  /** Create the directory (0700) or check the one found: ours, writable by nobody else. */
+  async prepare(): Promise<void> {
+    await trustedSubdir(this.dir, 'pid records directory', this.euid);
+  }
 
   private file(name: string): string {
     // Names are checked upstream, but a file name must never be able to leave the directory.
@@ -73,12 +156,13 @@ export class PidRecords {
 
   /** Atomic: a reader (the next emperor) sees the old record or the new one, never half of one. */
   async write(name: string, rec: PidRecord): Promise<void> {
-    // Not world-readable: a record holds the vassal's argv, which may carry more than it should.
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const stored = { ...rec, bootId: readBootId() };
+    const stored = { ...rec, bootId: readBootId(), emperorStartTime: this.ownStartTime };
     const tmp = path.join(this.dir, `.${encodeURIComponent(name)}.${process.pid}.${++this.seq}.tmp`);
     try {
-      await fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600 });
+      // 0600: the records name the apps and their argv; and only a file nobody else could
+      // have written is trusted when read back.
+      await fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600, flag: 'wx' });
       await fs.rename(tmp, this.file(name));
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -95,16 +179,17 @@ export class PidRecords {
     return (await this.scan()).records;
   }
 
-  private async scan(): Promise<{ records: StoredRecord[]; junk: string[] }> {
+  private async scan(): Promise<{ records: StoredRecord[]; junk: string[]; untrusted: LeftoverReport[] }> {
     let entries: string[];
     try {
       entries = await fs.readdir(this.dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], junk: [] };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], junk: [], untrusted: [] };
       throw err;
     }
     const records: StoredRecord[] = [];
     const junk: string[] = [];
+    const untrusted: LeftoverReport[] = [];
     for (const entry of entries) {
       const file = path.join(this.dir, entry);
       if (entry.startsWith('.') && entry.endsWith('.tmp')) {
@@ -119,27 +204,36 @@ export class PidRecords {
         junk.push(file);
         continue;
       }
-      const text = await fs.readFile(file, 'utf8').catch(() => undefined);
-      const rec = text === undefined ? undefined : parseRecord(name, text);
+      const read = await readTrusted(file, this.euid);
+      if ('untrusted' in read) {
+        // Never parsed, and deleted with the junk: nobody else may plant what we act on.
+        untrusted.push({ name, pid: 0, pgid: 0, killed: 0, reason: `record not trusted: ${read.untrusted}` });
+        junk.push(file);
+        continue;
+      }
+      const rec = parseRecord(name, read.text);
       if (rec) records.push(rec);
       else junk.push(file);
     }
-    return { records, junk };
+    return { records, junk, untrusted };
   }
 
   /**
    * Start-up clean-up after an emperor that died without stopping its vassals. For each record,
-   * the live processes of group rec.pgid that started no earlier than the recorded leader get
-   * SIGKILL, unless the ids were recycled: the leader's pid now belongs to a process with
-   * another start time, the record lacks a start time, or it comes from an earlier boot.
-   * Every record is deleted afterwards; the vassals get new ones when they start.
+   * the live processes of group rec.pgid that started no earlier than the recorded leader and
+   * carry the record's spawn id get SIGKILL, unless the ids were recycled: the leader's pid now
+   * belongs to a process with another start time, the record lacks a start time or spawn id,
+   * it comes from an earlier boot, or the emperor that wrote it still runs. Records not
+   * trusted (see readTrusted) are never acted on. Every record is deleted afterwards; the
+   * vassals get new ones when they start.
    *
    * Returns the records whose processes were killed: those are worth a warning. Records that
    * were skipped (ids recycled, nothing left running) are only reported to onSkip.
    */
   async reapLeftovers(onSkip?: (skipped: LeftoverReport) => void): Promise<LeftoverReport[]> {
-    const { records, junk } = await this.scan();
+    const { records, junk, untrusted } = await this.scan();
     await Promise.all(junk.map((file) => fs.rm(file, { force: true })));
+    for (const report of untrusted) onSkip?.(report);
     if (records.length === 0) return [];
 
     const bootId = readBootId();
@@ -183,19 +277,26 @@ export class PidRecords {
 
 function whyNotKill(rec: StoredRecord, procs: Map<number, ProcStat>, bootId: string | undefined, ownPgid: number | undefined): string | undefined {
   if (rec.startTime === undefined) return 'no start time recorded: cannot tell its processes from strangers';
+  if (rec.spawnId === undefined) return 'no spawn id recorded: cannot tell its processes from strangers';
   if (rec.bootId !== undefined && bootId !== undefined && rec.bootId !== bootId) return 'recorded before a reboot';
   if (rec.pgid < 2 || rec.pgid === ownPgid) return 'process group is our own';
+  const writer = procs.get(rec.emperorPid);
+  if (rec.emperorPid === process.pid || (writer && isLive(writer) && (rec.emperorStartTime === undefined || writer.startTime === rec.emperorStartTime))) {
+    return `the emperor that wrote it (pid ${rec.emperorPid}) is still running: its vassals are its own`;
+  }
   const leader = procs.get(rec.pgid);
   if (leader && leader.startTime !== rec.startTime) return 'pid reused by another process';
   return undefined;
 }
 
-/** Live processes of the recorded group that are not older than its recorded leader. */
+/** Live processes of the recorded group, not older than its recorded leader, started with its spawn id. */
 function members(rec: StoredRecord, procs: Map<number, ProcStat>): number[] {
   const since = BigInt(rec.startTime ?? '0');
   const found: number[] = [];
   for (const [pid, stat] of procs) {
-    if (stat.pgid === rec.pgid && isLive(stat) && BigInt(stat.startTime) >= since) found.push(pid);
+    if (stat.pgid === rec.pgid && isLive(stat) && BigInt(stat.startTime) >= since && rec.spawnId !== undefined && startedWith(pid, SPAWN_ID_VAR, rec.spawnId)) {
+      found.push(pid);
+    }
   }
   return found;
 }

@@ -3,6 +3,7 @@
 import type { VassalSpec } from '../config/spec.js';
 import { identityEnv, type Identity } from '../process/identity.js';
 import { notStarted, spawnVassal } from '../process/spawn.js';
+import { newSpawnId, SPAWN_ID_VAR } from '../process/records.js';
 import { reapGroupAfterExit } from '../process/stop.js';
 import type { OutputSink, VassalProcess } from '../process/types.js';
 import type { VassalContext, VassalLog } from './types.js';
@@ -36,6 +37,9 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   const identity = ctx.identityFor?.(spec);
   const env = vassalEnv(ctx, spec, identity, ctx.extraEnv?.(spec));
   if (notify) env.NOTIFY_FD = '3';
+  // Marks this spawn's processes as ours for the next emperor's leftover reaping (records.ts).
+  const spawnId = newSpawnId();
+  env[SPAWN_ID_VAR] = spawnId;
   let proc: VassalProcess;
   try {
     const placement = ctx.containment?.prepare(spec.name, spec.limits);
@@ -57,7 +61,7 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   if (proc.pid > 0) {
     ctx.guardian.add(proc.pgid);
     ctx.records
-      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv: spec.argv, emperorPid: process.pid })
+      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv: spec.argv, emperorPid: process.pid, spawnId })
       .catch((err: unknown) => log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
     log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
   }

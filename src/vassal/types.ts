@@ -24,7 +24,7 @@ export interface VassalContext {
   readonly guardian: { add(pgid: number): void; remove(pgid: number): void };
   /** Pid records, so the next emperor can kill what a SIGKILLed one left behind. */
   readonly records: {
-    write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number }): Promise<void>;
+    write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number; spawnId: string }): Promise<void>;
     remove(name: string): Promise<void>;
   };
   /**

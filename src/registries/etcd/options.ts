@@ -4,6 +4,7 @@
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../../config/duration.js';
 import { parseHostPort, readSettingFile, Secret, type Sourced } from '../../net/endpoints.js';
+import { segmentProblem } from './keys.js';
 export { parseHostPort, Secret };
 
 
@@ -137,8 +138,12 @@ export function normalizeTreeRoot(raw: string, source: string): string {
   const root = raw.replace(/\/+$/, '');
   if (root === '') fail(`${source}: the tree root cannot be "/" alone: expected ${expected}`);
   if (root.includes('//')) fail(`${source}: expected ${expected} without empty segments, got ${JSON.stringify(raw)}`);
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(root)) fail(`${source}: the tree root must not contain control characters`);
+  // The same rules as a service type or name: no ".." (a root that only looks like it stays
+  // inside another), no whitespace (it would break `service list` columns), no control characters.
+  for (const segment of root.slice(1).split('/')) {
+    const problem = segmentProblem(segment);
+    if (problem !== undefined) fail(`${source}: expected ${expected}; each part between "/" ${problem}, got ${JSON.stringify(raw)}`);
+  }
   return root;
 }
 
