@@ -177,7 +177,8 @@ run.action(
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);
-      process.exit(1);
+      // A state directory whose socket path cannot exist is a bad flag; the rest is a refusal.
+      process.exit(err instanceof SocketPathError ? 2 : 1);
     }
   },
 );

@@ -61,7 +61,7 @@ export async function claimStateDir(requested: string): Promise<StateDir> {
     }
     if (!tryFlock(fd, lockPath)) {
       throw new StateDirBusyError(
-        `another emperor${holderOf(fd)} is running with state directory ${dir} (it holds ${lockPath}); stop it, or give this one its own --state-dir`,
+        `another emperor is already running with state directory ${dir}${holderOf(fd)}, holding its lock ${lockPath}; stop it, or give this one its own --state-dir`,
       );
     }
     fs.ftruncateSync(fd);
