@@ -7,7 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it } from './support/test.js';
 import { newSpawnId, SPAWN_ID_VAR } from '../src/process/records.js';
 import { readStatSync } from '../src/process/procfs.js';
 import { EmperorUnderTest, makeWorkspace, type CliResult } from './support/emperor.js';
@@ -86,8 +86,6 @@ function recordFor(pid: number, extra: Record<string, unknown> = {}): string {
 }
 
 const immediate = { start: { ready: { delay: '0s' } } };
-/** Every test's deadline: each step inside has a shorter one of its own. */
-const TEST_MS = 90_000;
 
 describe('state directory, pid records and locks (root emperor, throwaway attacker)', { skip: process.getuid?.() !== 0 ? 'needs root to create users' : false }, () => {
   let attacker: User;
@@ -99,7 +97,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     execFileSync('userdel', ['--force', attacker.name]);
   });
 
-  it('refuses a state directory the attacker created, and never acts on the records planted in it', { timeout: TEST_MS }, async (t) => {
+  it('refuses a state directory the attacker created, and never acts on the records planted in it', async (t) => {
     const ws = await makeWorkspace();
     await fs.chmod(ws.root, 0o1777); // like /tmp: anyone may create entries, nobody may replace others'
     // A root process the attacker would like dead, and a record for it, in a state dir of theirs.
@@ -117,7 +115,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     assert.ok(isRunning(victim.pid!), 'a planted record killed a process');
   });
 
-  it('refuses a state directory or pids/ writable by group or others, and one under a parent another user owns', { timeout: TEST_MS }, async () => {
+  it('refuses a state directory or pids/ writable by group or others, and one under a parent another user owns', async () => {
     const ws = await makeWorkspace();
     await fs.mkdir(ws.state, { mode: 0o700 });
     await fs.chmod(ws.state, 0o777);
@@ -145,7 +143,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     await assert.rejects(fs.stat(path.join(theirs, 'state')), { code: 'ENOENT' }, 'nothing is created in a refused place');
   });
 
-  it('a record file the attacker owns, or one for a process not started with its spawn id, kills nothing', { timeout: TEST_MS }, async (t) => {
+  it('a record file the attacker owns, or one for a process not started with its spawn id, kills nothing', async (t) => {
     const ws = await makeWorkspace();
     const pids = path.join(ws.state, 'pids');
     await fs.mkdir(pids, { recursive: true, mode: 0o700 });
@@ -170,7 +168,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     assert.deepEqual(await fs.readdir(pids), [], 'the records are gone');
   });
 
-  it("a record copied from a live emperor's state directory never kills that emperor's vassal", { timeout: TEST_MS }, async (t) => {
+  it("a record copied from a live emperor's state directory never kills that emperor's vassal", async (t) => {
     const wsA = await makeWorkspace();
     const a = await EmperorUnderTest.start(wsA);
     t.after(() => a.stop());
@@ -191,7 +189,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     assert.equal((await a.vassal('web')).pid, ready.pid);
   });
 
-  it('after emperor and guardian are SIGKILLed, the next emperor gets the lock and reaps what carries the spawn id', { timeout: TEST_MS }, async (t) => {
+  it('after emperor and guardian are SIGKILLed, the next emperor gets the lock and reaps what carries the spawn id', async (t) => {
     const ws = await makeWorkspace();
     const first = await EmperorUnderTest.start(ws);
     t.after(() => first.stop());
@@ -220,7 +218,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     await waitFor(() => !isRunning(grandchild), 'the grandchild to be gone');
   });
 
-  it('deleting the socket does not let a second emperor in: it refuses, and the first one keeps its vassal', { timeout: TEST_MS }, async (t) => {
+  it('deleting the socket does not let a second emperor in: it refuses, and the first one keeps its vassal', async (t) => {
     const ws = await makeWorkspace();
     const first = await EmperorUnderTest.start(ws);
     t.after(() => first.stop());
@@ -236,7 +234,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     assert.equal(first.events('web', 'exited').length, 0);
   });
 
-  it('a second root emperor on the same vassals directory refuses; an attacker holding its lock does not stop the emperor', { timeout: TEST_MS }, async (t) => {
+  it('a second root emperor on the same vassals directory refuses; an attacker holding its lock does not stop the emperor', async (t) => {
     const ws = await makeWorkspace();
     await fs.chmod(ws.root, 0o755);
     await fs.chmod(ws.vassals, 0o755);
@@ -260,7 +258,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
     await emp.waitEvent('web', 'ready');
   });
 
-  it('permission denied on the control socket has its own message and exit code, not "no emperor"', { timeout: TEST_MS }, async (t) => {
+  it('permission denied on the control socket has its own message and exit code, not "no emperor"', async (t) => {
     const ws = await makeWorkspace();
     await fs.chmod(ws.root, 0o755);
     const emp = await EmperorUnderTest.start(ws);
@@ -273,7 +271,7 @@ describe('state directory, pid records and locks (root emperor, throwaway attack
 });
 
 describe('strict boolean environment variables', { skip: process.getuid?.() !== 0 ? 'tyrant mode needs root' : false }, () => {
-  it('EMPEROR_TYRANT_ALLOW_ROOT=false keeps root-owned files refused; a value that is not a boolean is an error naming the variable', { timeout: TEST_MS }, async (t) => {
+  it('EMPEROR_TYRANT_ALLOW_ROOT=false keeps root-owned files refused; a value that is not a boolean is an error naming the variable', async (t) => {
     const ws = await makeWorkspace();
     await fs.chmod(ws.root, 0o755);
     await fs.chmod(ws.vassals, 0o755);
@@ -298,7 +296,7 @@ describe('strict boolean environment variables', { skip: process.getuid?.() !== 
 });
 
 describe('small input gaps', () => {
-  it('a tree root with ".." or whitespace is refused, naming the flag or variable', { timeout: TEST_MS }, async () => {
+  it('a tree root with ".." or whitespace is refused, naming the flag or variable', async () => {
     const ws = await makeWorkspace();
     for (const [args, env, source] of [
       [['--tree-root', '/services/../other'], {}, '--tree-root'],
@@ -312,7 +310,7 @@ describe('small input gaps', () => {
     }
   });
 
-  it('a state directory too long for a unix socket is refused up front, saying what to do', { timeout: TEST_MS }, async () => {
+  it('a state directory too long for a unix socket is refused up front, saying what to do', async () => {
     const ws = await makeWorkspace();
     const long = path.join(ws.root, 'x'.repeat(100));
     const r = await runBounded(emperorArgs(ws, long));
