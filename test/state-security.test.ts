@@ -282,10 +282,16 @@ describe('strict boolean environment variables', { skip: process.getuid?.() !== 
     assert.equal(refused.event, 'invalid', 'EMPEROR_TYRANT_ALLOW_ROOT=false let a root-owned file run');
     assert.match(refused.message, /owned by root/);
 
+    // A --no-X option's variable: false keeps X on (commander took any value as "set").
+    const cg = await EmperorUnderTest.start(await makeWorkspace(), [], { ...process.env, EMPEROR_NO_CGROUPS: 'False' });
+    t.after(() => cg.stop());
+    assert.doesNotMatch((await cg.status()).containment.reason ?? '', /turned off/, 'EMPEROR_NO_CGROUPS=False turned cgroups off');
+
     for (const [name, value] of [
       ['EMPEROR_TYRANT_ALLOW_ROOT', 'flase'],
       ['EMPEROR_TYRANT', ''],
       ['EMPEROR_MIRROR_OUTPUT', 'on'],
+      ['EMPEROR_NO_CGROUPS', 'nope'],
     ] as const) {
       const r = await runBounded(emperorArgs(await makeWorkspace()), { env: { ...process.env, EMPEROR_TYRANT: '1', [name]: value } });
       assert.equal(r.timedOut, false, `${name}=${JSON.stringify(value)} was accepted`);

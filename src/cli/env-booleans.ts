@@ -18,8 +18,7 @@ export function parseEnvBoolean(name: string, value: string): boolean {
   throw new EnvBooleanError(`${name}: expected true or false (also 1/0, yes/no), got ${JSON.stringify(value)}`);
 }
 
-const isBooleanWithEnv = (o: Option): o is Option & { envVar: string } =>
-  o.envVar !== undefined && !o.required && !o.optional && !o.negate;
+const isBooleanWithEnv = (o: Option): o is Option & { envVar: string } => o.envVar !== undefined && !o.required && !o.optional;
 
 /**
  * Install on the root command: before any action runs, every boolean option of the command
@@ -34,7 +33,9 @@ export function strictBooleanEnv(program: Command, env: NodeJS.ProcessEnv = proc
         const key = option.attributeName();
         if (cmd.getOptionValueSource(key) !== 'env') continue;
         try {
-          cmd.setOptionValueWithSource(key, parseEnvBoolean(option.envVar, env[option.envVar] ?? ''), 'env');
+          // A --no-X option's variable says "X is off": EMPEROR_NO_CGROUPS=true turns cgroups off.
+          const value = parseEnvBoolean(option.envVar, env[option.envVar] ?? '');
+          cmd.setOptionValueWithSource(key, option.negate ? !value : value, 'env');
         } catch (err) {
           if (!(err instanceof EnvBooleanError)) throw err;
           process.stderr.write(`emperor: ${err.message}\n`);
