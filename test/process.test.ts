@@ -312,7 +312,7 @@ void test('a missing command, a missing cwd or a non-executable file give an err
     const proc = start(s, req.argv ?? [], { ...req, output: logTo(logFile) });
     assert.equal(proc.pid, 0);
     assert.equal(proc.startTime, undefined);
-    const info = await within(proc.exited, 'exited of a vassal that never started', 1000);
+    const info = await within(proc.exited, 'exited of a vassal that never started');
     assert.equal(info.code, null);
     assert.equal(info.signal, null);
     assert.match(info.error ?? '', error);
