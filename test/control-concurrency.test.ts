@@ -63,6 +63,29 @@ describe('concurrent control requests', () => {
     assert.equal((await emp.vassal('slowstop')).state, 'running');
   });
 
+  it('while one request is carried out, a later one replaces the waiting one (409), and the same action joins it', async () => {
+    // slowstop (from the test above) is running; its stop takes the whole 2 s timeout.
+    let m = emp.mark();
+    const stop = post(emp, 'slowstop', 'stop');
+    await emp.waitEvent('slowstop', 'stopping', m, 60_000);
+    m = emp.mark();
+    const restart = post(emp, 'slowstop', 'restart');
+    await emp.waitFor((e) => e.vassal === 'slowstop' && e.event === 'control-restart', 'restart taken', m, 60_000);
+    const start1 = post(emp, 'slowstop', 'start');
+    await emp.waitFor((e) => e.vassal === 'slowstop' && e.event === 'control-start', 'first start taken', m, 60_000);
+    const start2 = post(emp, 'slowstop', 'start');
+    const [s, r, a, b] = (await Promise.all([stop, restart, start1, start2])).map(answered);
+    assert.equal(s!.status, 200);
+    assert.equal((s!.body as VassalStatus).state, 'stopped');
+    assert.equal(r!.status, 409, 'the waiting restart was replaced by the start');
+    assert.match((r!.body as { error: string }).error, /superseded by a later start request/);
+    assert.equal(a!.status, 200);
+    assert.equal(b!.status, 200);
+    assert.deepEqual(a!.body, b!.body, 'the two starts were carried out once, with one answer');
+    assert.equal((a!.body as VassalStatus).state, 'running');
+    assert.equal(emp.events('slowstop', 'spawned', m).length, 1, 'one start, not two, and no restart');
+  });
+
   it('hundreds of mixed requests at once: every one answered, each vassal ends as its last request asked', async () => {
     const names = ['mx-a', 'mx-b', 'mx-c'];
     const m = emp.mark();
