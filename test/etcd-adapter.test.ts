@@ -14,6 +14,7 @@ import { Command } from 'commander';
 import { EtcdAdapter, type EtcdLog } from '../src/registries/etcd/adapter.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../src/registries/etcd/options.js';
 import type { Change, Registration } from '../src/registrar/types.js';
+import { DEFAULT_REGISTRAR_OPTIONS, Registrar } from '../src/registrar/registrar.js';
 import { freePort, startEtcd, type EtcdServer } from './support/etcd.js';
 import { waitFor } from './support/wait.js';
 
@@ -567,6 +568,46 @@ void describe('etcd adapter: outages', () => {
     );
     assert.notEqual(a.currentLeaseId, first);
     assert.equal((await getKv(raw, '/t-expire/services/http/x'))?.lease, a.currentLeaseId);
+  });
+
+  void test('a frozen etcd is slow, not down: a timed-out call is a warning, not "unreachable"', async () => {
+    const a = await adapter(config([etcd.endpoint], '/t-slow'), () => undefined, { callTimeoutMs: 300 });
+    await a.apply([put(reg('first'))]);
+    const logs: Array<{ level: string; event: unknown }> = [];
+    // Retries far apart: this test is about the first failure and what it is called.
+    const registrar = new Registrar([a], (level, _m, fields) => logs.push({ level, event: fields?.event }), { ...DEFAULT_REGISTRAR_OPTIONS, antiEntropyMs: 600_000, retryMinMs: 600_000, retryMaxMs: 600_000 });
+    const pid = etcd.pid;
+    assert.ok(pid);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await assert.rejects(settlesWithin(a.apply([put(reg('frozen'))]), 10_000, 'apply while etcd is frozen'), (err: Error & { slow?: boolean }) => {
+        assert.equal(err.slow, true, err.message);
+        assert.match(err.message, /did not answer in time/);
+        return true;
+      });
+      registrar.ready('slowpoke', reg('slowpoke'));
+      await waitFor(() => logs.length > 0, 'the registrar to report the failed call', 10_000);
+      assert.deepEqual(logs, [{ level: 'warn', event: 'registry-slow' }]);
+      assert.deepEqual(
+        registrar.status().map((st) => ({ up: st.up, slow: st.slow })),
+        [{ up: true, slow: true }],
+      );
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitFor(
+      async () => {
+        try {
+          await a.apply([put(reg('thawed'))]);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      'apply to succeed once etcd runs again',
+      10_000,
+    );
+    await registrar.close();
   });
 
   void test('close() is bounded when etcd is down', async () => {

@@ -78,8 +78,13 @@ class FakeAdapter extends EventEmitter implements RegistryAdapter {
     });
   }
 
-  snapshot(): Promise<Map<string, Observed>> {
-    return Promise.resolve(new Map(this.store));
+  /** When set, snapshot() answers (with what the store held when asked) only once this resolves. */
+  snapshotGate: Promise<void> | undefined;
+
+  async snapshot(): Promise<Map<string, Observed>> {
+    const seen = new Map(this.store);
+    await this.snapshotGate;
+    return seen;
   }
 
   onReset(listener: () => void): void {
@@ -267,6 +272,25 @@ describe('registrar (fake adapter)', () => {
     await registrar.settled();
     assert.deepEqual([...adapter.store.keys()], ['host-a']);
     assert.ok(logs.some((l) => l.event === 'registry-drift' && /repairing 2/.test(l.message)));
+  });
+
+  it('a removal goes out during an anti-entropy snapshot, which then does not count it as drift', async (t) => {
+    const { adapter, registrar, logs } = setup(t);
+    registrar.ready('a', reg('a'));
+    await registrar.settled();
+    let release!: () => void;
+    adapter.snapshotGate = new Promise((r) => (release = r));
+    const comparing = registrar.compareNow();
+    await settleTicks();
+    registrar.gone('a');
+    const del = await adapter.call(2);
+    assert.deepEqual(ops(del), ['delete host-a'], 'the removal did not wait for the snapshot');
+    // The snapshot was taken before the delete and still shows host-a.
+    release();
+    await comparing;
+    await registrar.settled();
+    assert.equal(adapter.calls.length, 2, 'no second delete');
+    assert.ok(!logs.some((l) => l.event === 'registry-drift'), 'no drift reported');
   });
 
   it('a call that times out is "slow" (a warning); down only when it keeps failing', async (t) => {

@@ -72,6 +72,8 @@ class AdapterSync {
   private putting = false;
   private removing = false;
   private comparing = false;
+  /** ids deleted while a snapshot was being read: the snapshot may still show them. */
+  private removedDuringCompare: Set<string> | undefined;
   private putRetry: NodeJS.Timeout | undefined;
   private removalRetry: NodeJS.Timeout | undefined;
   private flushQueued = false;
@@ -157,7 +159,8 @@ class AdapterSync {
   }
 
   private startRemovals(): void {
-    if (this.closed || this.removing || this.comparing || this.removalRetry) return;
+    // Not even an anti-entropy snapshot holds a removal back (compare() allows for it).
+    if (this.closed || this.removing || this.removalRetry) return;
     // A put of the same id still in flight must land first, or it would undo the delete.
     const batch = [...this.deleting.values()].filter((d) => !spots(d.key).some((t) => this.inflightPuts.has(t)));
     if (batch.length === 0) return;
@@ -168,16 +171,12 @@ class AdapterSync {
       () => {
         for (const d of batch) {
           this.applied.delete(d.key.id);
+          this.removedDuringCompare?.add(d.key.id);
           if (this.deleting.get(d.key.id) === d) this.deleting.delete(d.key.id);
           for (const w of d.waiters) w();
         }
       },
-      (delay) => {
-        this.removalRetry = setTimeout(() => {
-          this.removalRetry = undefined;
-          this.kick();
-        }, delay);
-      },
+      (delay) => (this.removalRetry = this.retryIn(delay)),
     ).finally(() => {
       for (const d of batch) for (const t of spots(d.key)) this.inflightDeletes.delete(t);
       this.removing = false;
@@ -205,17 +204,22 @@ class AdapterSync {
       () => {
         for (const [id, { fp }] of puts) this.applied.set(id, fp);
       },
-      (delay) => {
-        this.putRetry = setTimeout(() => {
-          this.putRetry = undefined;
-          this.kick();
-        }, delay);
-      },
+      (delay) => (this.putRetry = this.retryIn(delay)),
     ).finally(() => {
       for (const { reg } of puts.values()) for (const t of spots(reg)) this.inflightPuts.delete(t);
       this.putting = false;
       this.kick();
     });
+  }
+
+  /** A retry timer for a lane: when it fires, the lane may go again. */
+  private retryIn(delayMs: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      if (this.putRetry === timer) this.putRetry = undefined;
+      if (this.removalRetry === timer) this.removalRetry = undefined;
+      this.kick();
+    }, delayMs);
+    return timer;
   }
 
   /** One call to the registry; never rejects. */
@@ -296,25 +300,27 @@ class AdapterSync {
     this.comparing = true;
     // Drift is what differs from what we believed we wrote, not from wishes still in the queue.
     const believed = new Map(this.applied);
+    const removed = new Set<string>();
+    this.removedDuringCompare = removed;
     let seen: Map<string, Observed>;
     try {
       seen = await this.adapter.snapshot();
     } catch (err) {
       this.comparing = false;
-      const delay = this.failed(err);
-      this.putRetry = setTimeout(() => {
-        this.putRetry = undefined;
-        this.kick();
-      }, delay);
+      this.removedDuringCompare = undefined;
+      this.putRetry = this.retryIn(this.failed(err));
       return;
     }
     this.comparing = false;
+    this.removedDuringCompare = undefined;
     this.succeeded();
     const wanted = new Map<string, Registration>();
     for (const reg of this.wanted.values()) wanted.set(reg.id, reg);
     const applied = new Map<string, string>();
     let drift = 0;
     for (const [id, obs] of seen) {
+      // Removed (or being removed) since the snapshot was asked for: not drift, not held.
+      if (removed.has(id) || this.inflightDeletes.has(spots(obs.key)[0])) continue;
       applied.set(id, obs.fingerprint);
       const want = wanted.get(id);
       if (!want) {
