@@ -55,8 +55,10 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
       openFiles: spec.limits?.openFiles ?? undefined,
     });
   } catch (err) {
-    // The cgroup could not be made or a limit was refused: a failed start, with back-off.
+    // The cgroup could not be made or a limit was refused: a failed start, with back-off. What
+    // was made of its cgroups is empty; releaseProcess never sees a process that did not start.
     proc = notStarted(err instanceof Error ? err.message : String(err));
+    void ctx.containment?.release(spec.name).catch(() => undefined);
   }
   if (proc.pid > 0) {
     ctx.guardian.add(proc.pgid);
