@@ -261,11 +261,11 @@ void describe('emperor session', () => {
     const info = JSON.parse(ok(await cli(['session', 'info', id, '--json'], ag.env)).stdout) as Record<string, unknown>;
     assert.deepEqual(
       { id: info.id, name: info.name, node: info.node, behavior: info.behavior, ttl: info.ttl, lockDelayMs: info.lockDelayMs, checks: info.checks },
-      { id, name: `${RUN}-s`, node, behavior: 'delete', ttl: '1h', lockDelayMs: 2000, checks: [] },
+      { id, name: `${RUN}-s`, node, behavior: 'delete', ttl: '3600s', lockDelayMs: 2000, checks: [] },
     );
     const table = ok(await cli(['session', 'info', id], ag.env)).stdout.trimEnd().split('\n');
     assert.deepEqual(table[0]!.split(/\s+/), ['ID', 'NAME', 'NODE', 'BEHAVIOR', 'TTL', 'LOCK-DELAY', 'CHECKS']);
-    assert.deepEqual(table[1]!.split(/\s+/), [id, `${RUN}-s`, node, 'delete', '1h', '2s', '-']);
+    assert.deepEqual(table[1]!.split(/\s+/), [id, `${RUN}-s`, node, 'delete', '3600s', '2s', '-']);
 
     const plain = ok(await cli(['session', 'create'], ag.env)).stdout.trim();
     const plainInfo = JSON.parse(ok(await cli(['session', 'info', plain, '--json'], ag.env)).stdout) as { checks: string[]; behavior: string; name: string };
