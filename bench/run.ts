@@ -14,11 +14,12 @@ import { core } from './core.js';
 import { etcd } from './etcd.js';
 import { load } from './load.js';
 import { output } from './output.js';
+import { parse } from './parse.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, containment, output, checks, load, etcd, consul];
+const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
