@@ -2230,7 +2230,9 @@ class ConsulDoubleImpl implements ConsulDouble {
     if (s.ttlNs <= 0) return;
     const ms = (s.ttlNs * SESSION_TTL_MULTIPLIER) / 1e6;
     s.expiresAt = Date.now() + ms;
+    // Server-side state: an expiry an hour away must not keep a finished test process alive.
     s.timer = setTimeout(() => this.invalidateSession(s.id, 'ttl'), ms);
+    s.timer.unref();
   }
 
   private invalidateSession(id: string, reason: string): void {
