@@ -11,6 +11,7 @@ import { after, before, describe, it } from './support/test.js';
 import { newSpawnId, SPAWN_ID_VAR } from '../src/process/records.js';
 import { readStatSync } from '../src/process/procfs.js';
 import { EmperorUnderTest, makeWorkspace, type CliResult } from './support/emperor.js';
+import { readableEmperorBin } from './support/install.js';
 import { binEmperor } from './support/paths.js';
 import { isRunning } from './support/proc.js';
 import { waitFor } from './support/wait.js';
@@ -34,7 +35,8 @@ function createUser(tag: string): User {
 /** The CLI, bounded: an emperor that starts when it should refuse is killed and reported. */
 function runBounded(args: string[], opts: { env?: NodeJS.ProcessEnv; as?: User; ms?: number } = {}): Promise<CliResult & { timedOut: boolean }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [binEmperor, ...args], {
+    // Another user gets a copy of the emperor it can reach wherever the checkout lives.
+    const child = spawn(process.execPath, [opts.as ? readableEmperorBin() : binEmperor, ...args], {
       env: opts.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}),
