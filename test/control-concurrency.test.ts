@@ -64,16 +64,20 @@ describe('concurrent control requests', () => {
   });
 
   it('while one request is carried out, a later one replaces the waiting one (409), and the same action joins it', async () => {
-    // slowstop (from the test above) is running; its stop takes the whole 2 s timeout.
+    // Its stop takes the whole 20 s timeout: the window in which the later requests must arrive
+    // while the stop is still under way. (2 s was not enough on a machine with a CPU hog.)
     let m = emp.mark();
-    const stop = post(emp, 'slowstop', 'stop');
-    await emp.waitEvent('slowstop', 'stopping', m, 60_000);
+    await emp.writeVassal('longstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '20s' }, start: { ready: { delay: '10ms' } } }));
+    await emp.waitEvent('longstop', 'ready', m, 60_000);
     m = emp.mark();
-    const restart = post(emp, 'slowstop', 'restart');
-    await emp.waitFor((e) => e.vassal === 'slowstop' && e.event === 'control-restart', 'restart taken', m, 60_000);
-    const start1 = post(emp, 'slowstop', 'start');
-    await emp.waitFor((e) => e.vassal === 'slowstop' && e.event === 'control-start', 'first start taken', m, 60_000);
-    const start2 = post(emp, 'slowstop', 'start');
+    const stop = post(emp, 'longstop', 'stop');
+    await emp.waitEvent('longstop', 'stopping', m, 60_000);
+    m = emp.mark();
+    const restart = post(emp, 'longstop', 'restart');
+    await emp.waitFor((e) => e.vassal === 'longstop' && e.event === 'control-restart', 'restart taken', m, 60_000);
+    const start1 = post(emp, 'longstop', 'start');
+    await emp.waitFor((e) => e.vassal === 'longstop' && e.event === 'control-start', 'first start taken', m, 60_000);
+    const start2 = post(emp, 'longstop', 'start');
     const [s, r, a, b] = (await Promise.all([stop, restart, start1, start2])).map(answered);
     assert.equal(s!.status, 200);
     assert.equal((s!.body as VassalStatus).state, 'stopped');
@@ -83,7 +87,7 @@ describe('concurrent control requests', () => {
     assert.equal(b!.status, 200);
     assert.deepEqual(a!.body, b!.body, 'the two starts were carried out once, with one answer');
     assert.equal((a!.body as VassalStatus).state, 'running');
-    assert.equal(emp.events('slowstop', 'spawned', m).length, 1, 'one start, not two, and no restart');
+    assert.equal(emp.events('longstop', 'spawned', m).length, 1, 'one start, not two, and no restart');
   });
 
   it('hundreds of mixed requests at once: every one answered, each vassal ends as its last request asked', async () => {
