@@ -20,6 +20,19 @@ function ownerHint(socketPath: string): string {
   return '';
 }
 
+/** Nobody listens there, or this user may not connect: the error to show; else undefined. */
+function connectError(socketPath: string, err: NodeJS.ErrnoException): Error | undefined {
+  if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTDIR') {
+    return new NoEmperorError(`no emperor is running: nothing answers on ${socketPath} (start one with \`emperor --vassals DIR\`, or point --state-dir / EMPEROR_STATE_DIR at its state directory)`);
+  }
+  if (err.code === 'EACCES' || err.code === 'EPERM') {
+    return new SocketDeniedError(
+      `permission denied on ${socketPath}${ownerHint(socketPath)}: only the user the emperor runs as (and root) may use its control socket; run this command as that user`,
+    );
+  }
+  return undefined;
+}
+
 export class ApiError extends Error {
   constructor(
     message: string,
@@ -70,15 +83,9 @@ export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: 
           }, opts.timeoutMs);
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTDIR') {
-        reject(new NoEmperorError(`no emperor is running: nothing answers on ${socketPath} (start one with \`emperor --vassals DIR\`, or point --state-dir / EMPEROR_STATE_DIR at its state directory)`));
-      } else if (err.code === 'EACCES' || err.code === 'EPERM') {
-        reject(
-          new SocketDeniedError(
-            `permission denied on ${socketPath}${ownerHint(socketPath)}: only the user the emperor runs as (and root) may use its control socket; run this command as that user`,
-          ),
-        );
-      } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+      const refused = connectError(socketPath, err);
+      if (refused) reject(refused);
+      else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
         // The emperor accepted nothing or hung up: out of file descriptors it refuses connections.
         reject(new HungUp(`the emperor on ${socketPath} closed the connection without answering (${err.code}); if its log shows EMFILE it is out of file descriptors, try again`));
       } else reject(err);
@@ -120,4 +127,55 @@ export async function callApi<T>(socketPath: string, method: 'GET' | 'POST', url
     throw new ApiError(msg, status);
   }
   return body as T;
+}
+
+/**
+ * A streamed GET of newline-delimited JSON (`/v1/logs?follow=1`): `onItem` gets each object as it
+ * arrives. Resolves when the emperor ends the stream; `cancel()` hangs up (resolves too).
+ * A 4xx/5xx answer rejects with ApiError, like callApi.
+ */
+export function streamApi(socketPath: string, urlPath: string, onItem: (item: unknown) => void): { done: Promise<void>; cancel(): void } {
+  let req: http.ClientRequest | undefined;
+  let cancelled = false;
+  const done = new Promise<void>((resolve, reject) => {
+    checkSocketPath(socketPath);
+    req = http.request({ socketPath, method: 'GET', path: urlPath, headers: { accept: 'application/x-ndjson' } }, (res) => {
+      const status = res.statusCode ?? 0;
+      let pending = '';
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => {
+        pending += text;
+        if (status >= 400) return;
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (line !== '') onItem(JSON.parse(line) as unknown);
+        }
+      });
+      res.on('end', () => {
+        if (status < 400) return resolve();
+        let msg = `HTTP ${status}`;
+        try {
+          msg = (JSON.parse(pending) as { error?: string }).error ?? msg;
+        } catch {
+          // not JSON: keep the status
+        }
+        reject(new ApiError(msg, status));
+      });
+      res.on('error', (err) => (cancelled ? resolve() : reject(err)));
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (cancelled) return resolve();
+      reject(connectError(socketPath, err) ?? err);
+    });
+    req.end();
+  });
+  return {
+    done,
+    cancel: () => {
+      cancelled = true;
+      req?.destroy();
+    },
+  };
 }

@@ -6,6 +6,7 @@ import net from 'node:net';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
 import type { CheckStatus } from '../config/spec.js';
+import { LogSession, MAX_QUEUED_BYTES, parseLogRequest } from './log-session.js';
 
 const ACTIONS: ReadonlySet<string> = new Set<Action>(['start', 'stop', 'restart', 'reload']);
 const TTL_VERBS: Readonly<Record<string, CheckStatus>> = { pass: 'passing', warn: 'warning', fail: 'critical' };
@@ -171,6 +172,30 @@ function statusText(emperor: Emperor): string {
   return text;
 }
 
+/** NDJSON lines of vassal output; a reader that falls behind is told how many lines it lost. */
+async function streamLogs(emperor: Emperor, url: URL, res: http.ServerResponse): Promise<void> {
+  const req = parseLogRequest(url.searchParams);
+  if (typeof req === 'string') throw new BadRequest(400, req);
+  for (const name of req.names) vassalName(name);
+  let skipped = 0;
+  const session = new LogSession(emperor, req, (vassal, line) => {
+    if (res.writableLength > MAX_QUEUED_BYTES) {
+      skipped++;
+      return;
+    }
+    if (skipped > 0) res.write(JSON.stringify({ skipped }) + '\n');
+    skipped = 0;
+    res.write(JSON.stringify({ vassal, line }) + '\n');
+  });
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  res.on('close', () => session.close());
+  await session.start();
+  if (!req.follow) {
+    session.close();
+    res.end();
+  }
+}
+
 async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   // Requests carry no body (JSON or otherwise): refuse one rather than read it, and close the
   // connection once answered so the rest of a large body is never read.
@@ -189,6 +214,12 @@ async function handle(emperor: Emperor, req: http.IncomingMessage, res: http.Ser
     if (parts.length === 2 && parts[1] === 'status') {
       allow(method, 'GET');
       return sendText(res, 200, statusText(emperor));
+    }
+    // GET /v1/logs?name=A&name=B&lines=N&follow=1 — one JSON object per line: {"vassal","line"}.
+    if (parts.length === 2 && parts[1] === 'logs') {
+      allow(method, 'GET');
+      await streamLogs(emperor, url, res);
+      return;
     }
     if (parts.length === 2 && parts[1] === 'reopen-logs') {
       allow(method, 'POST');

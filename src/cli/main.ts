@@ -11,6 +11,7 @@ import { parseListen } from '../metrics/metrics.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 import { addServiceCommands } from './service.js';
 import { addConsulCommands } from './consul.js';
+import { addLogsCommand } from './logs.js';
 import { ConsulConfigError } from '../consul/connection.js';
 import { addConsulOptions, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
 import { strictBooleanEnv } from './env-booleans.js';
@@ -236,6 +237,8 @@ program
       }
     }),
   );
+
+addLogsCommand(program, stateDirOption, withApi);
 
 program
   .command('reopen-logs')

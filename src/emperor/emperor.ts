@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +24,7 @@ import { ControlQueue, SupersededError, waitState } from './control-queue.js';
 import { formatDuration } from '../config/duration.js';
 import { prepareLogsDir } from '../output/logdir.js';
 import type { MirrorLimit } from '../output/mirror.js';
+import type { LogFile } from '../output/logfile.js';
 import { probeBudget, type BudgetSnapshot, type ProbeBudget } from '../checks/budget.js';
 
 export interface EmperorOptions {
@@ -132,7 +134,17 @@ function nameOfFile(file: string): string {
  * Owns the set of vassals: turns settled file events into vassal intents, and serves the
  * control API's requests. Holds no process state itself; each Vassal owns its own.
  */
+export interface EmperorEvents {
+  /** Something status shows about this vassal changed (state, health, file, added, removed). */
+  changed: [name: string];
+}
+
 export class Emperor {
+  /**
+   * Change notices for live views (the dashboard's event stream, `emperor logs -f` of all
+   * vassals). They carry only a name: the view reads status again, so there is one owner of state.
+   */
+  readonly events = new EventEmitter<EmperorEvents>();
   private readonly entries = new Map<string, Entry>();
   private readonly conflicts = new Set<string>();
   private readonly watcher: VassalDirWatcher;
@@ -269,6 +281,7 @@ export class Emperor {
     entry.file = file;
     const wasRemoved = entry.removed;
     entry.removed = false;
+    this.changed(name);
 
     const seq = ++entry.seq;
     if (!verdict.ok) {
@@ -291,6 +304,7 @@ export class Emperor {
 
   private markInvalid(entry: Entry, error: ConfigError, wasRemoved: boolean): void {
     entry.fileError = error;
+    this.changed(entry.name);
     const keeps = entry.vassal && !wasRemoved ? '; the running version keeps running until the file is fixed' : '';
     this.log.error(`invalid vassal file: ${error.message}${keeps}`, { vassal: entry.name, event: 'invalid' });
   }
@@ -317,6 +331,7 @@ export class Emperor {
     }
     const hadError = entry.fileError !== undefined;
     entry.fileError = undefined;
+    this.changed(name);
     if (!entry.vassal) {
       this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
       entry.vassal = this.createVassal(spec);
@@ -338,6 +353,7 @@ export class Emperor {
     if (!entry || entry.file !== file) return;
     entry.removed = true;
     entry.seq++; // an identity lookup still running for an earlier upsert must not revive it
+    this.changed(name);
     if (!entry.vassal) {
       this.entries.delete(name);
       return;
@@ -346,7 +362,10 @@ export class Emperor {
     const vassal = entry.vassal;
     void vassal.stop().then(() => {
       // Re-added while stopping? Then the entry lives on with its new spec.
-      if (entry.removed && this.entries.get(name) === entry) this.entries.delete(name);
+      if (entry.removed && this.entries.get(name) === entry) {
+        this.entries.delete(name);
+        this.changed(name);
+      }
     });
   }
 
@@ -367,6 +386,8 @@ export class Emperor {
         ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(this.hostname, s.name) } : {}),
       }),
     });
+    vassal.on('state', () => this.changed(vassal.name));
+    vassal.on('health', () => this.changed(vassal.name));
     const registrar = this.opts.registrar;
     if (registrar?.enabled) {
       // Registered exactly while running. The registrar owns what is registered; the emperor
@@ -383,6 +404,10 @@ export class Emperor {
       });
     }
     return vassal;
+  }
+
+  private changed(name: string): void {
+    if (this.events.listenerCount('changed') > 0) this.events.emit('changed', name);
   }
 
   private registrationOf(v: Vassal): Registration | undefined {
@@ -451,6 +476,21 @@ export class Emperor {
       };
     }
     return { ...e.vassal.snapshot(now), fileError };
+  }
+
+  /** A vassal's log, for reading it back (`emperor logs`, the dashboard's log tail). */
+  logOf(name: string): LogFile {
+    const e = this.entry(name);
+    if (!e.vassal) throw new ControlError(`vassal "${name}" has never run (its file is invalid: ${e.fileError?.message ?? 'unknown error'}), so it has no log`, 409);
+    return e.vassal.output.log;
+  }
+
+  /** Names of the vassals that have a log (every one that ever got a valid file), sorted. */
+  logNames(): string[] {
+    return [...this.entries.values()]
+      .filter((e) => e.vassal !== undefined)
+      .map((e) => e.name)
+      .sort((a, b) => a.localeCompare(b));
   }
 
   private entry(name: string): Entry {

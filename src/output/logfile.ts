@@ -51,11 +51,19 @@ export interface LogFileEvents {
   resumed: [bytes: number, reason: string];
   /** The queue fell below the high-water mark again. */
   drain: [];
+  /**
+   * Bytes now in the file (only emitted while someone listens: `emperor logs -f`, the
+   * dashboard's log tail). `ino` and `end` (the file size after them) let a reader of the file
+   * tell which of these it has already read.
+   */
+  written: [bytes: Buffer, ino: number, end: number];
 }
 
 export class LogFile extends EventEmitter<LogFileEvents> {
   private fd: number | undefined;
   private size = 0;
+  /** Inode of the open file, so followers can tell a rotated file from this one. */
+  private ino = 0;
   private queue: Buffer[] = [];
   private queued = 0;
   private busy = false;
@@ -211,6 +219,7 @@ export class LogFile extends EventEmitter<LogFileEvents> {
       this.drop(part.length - off, `${this.file} is not open`);
       return;
     }
+    if (this.listenerCount('written') > 0) this.emit('written', part, this.ino, this.size);
     this.resumed();
   }
 
@@ -247,6 +256,7 @@ export class LogFile extends EventEmitter<LogFileEvents> {
       if ((st.mode & 0o777 & ~LOG_FILE_MODE) !== 0) await fchmod(fd, st.mode & LOG_FILE_MODE);
       this.fd = fd;
       this.size = st.size;
+      this.ino = st.ino;
       return true;
     } catch (err) {
       if (fd !== undefined) fs.close(fd, () => undefined);
