@@ -140,7 +140,10 @@ function reg(extra: Partial<Registration> = {}): Registration {
 
 const put = (r: Registration): Change => ({ op: 'put', reg: r });
 const del = (r: Registration): Change => ({ op: 'delete', key: { id: r.id, type: r.type, name: r.name } });
+/** The health check (fed from the vassal's checks; never deregisters). */
 const ttlId = (r: Registration): string => `service:${r.id}`;
+/** The liveness check (heartbeated while the emperor lives; carries DeregisterCriticalServiceAfter). */
+const liveId = (r: Registration): string => `service:${r.id}:liveness`;
 
 /** Resolves with the next `event` matching `pred` (listen before acting); rejects after timeoutMs. */
 function nextEvent<T>(emitter: EventEmitter, event: string, pred: (payload: T) => boolean, what: string, timeoutMs = 10_000): Promise<T> {
@@ -175,7 +178,7 @@ after(async () => {
 // --- registration ------------------------------------------------------------------------------------
 
 void describe('ConsulAdapter: registration', () => {
-  void test('registers the service with all its fields and a TTL check carrying DeregisterCriticalServiceAfter', async () => {
+  void test('registers the service with all its fields, a health TTL check and a liveness TTL check carrying DeregisterCriticalServiceAfter', async () => {
     const ag = await agent();
     const { a, emperorId } = adapter(config(ag));
     const r = reg({
@@ -207,6 +210,11 @@ void describe('ConsulAdapter: registration', () => {
     assert.match(c.Output, /^warning: vassal app\d+ \(pid 4242\), 2 checks \(1 passing, 1 warning\)/);
     assert.match(c.Output, /\ntcp:127\.0\.0\.1:8080: passing - TCP connect 127\.0\.0\.1:8080: Success/);
     assert.match(c.Output, /\nhttp:\/healthz: warning - HTTP 429 Too Many Requests$/, 'one line per check');
+    const live = (await checks(ag))[liveId(r)];
+    assert.ok(live, 'the liveness check service:<id>:liveness exists');
+    assert.equal(live.ServiceID, r.id);
+    assert.equal(live.Status, 'passing', 'alive however healthy the vassal is');
+    assert.match(live.Output, new RegExp(`^vassal ${r.vassal} \\(pid 4242\\) is supervised by emperor ${emperorId}$`));
 
     const d = ag.double;
     if (d) {
@@ -219,12 +227,22 @@ void describe('ConsulAdapter: registration', () => {
         Name: `emperor: vassal ${r.vassal}`,
         Notes: body.Checks[0]!.Notes,
         TTL: '30s',
-        DeregisterCriticalServiceAfter: '60s',
         Status: 'warning',
+      });
+      assert.deepEqual(body.Checks[1], {
+        CheckID: liveId(r),
+        Name: `emperor: vassal ${r.vassal} is supervised`,
+        Notes: body.Checks[1]!.Notes,
+        TTL: '30s',
+        DeregisterCriticalServiceAfter: '60s',
+        Status: 'passing',
       });
       const snap = d.checks().find((x) => x.CheckID === ttlId(r));
       assert.equal(snap?.TTL, '30s');
-      assert.equal(snap?.DeregisterCriticalServiceAfter, '1m0s');
+      assert.equal(snap?.DeregisterCriticalServiceAfter, '', 'the health check never deregisters');
+      const liveSnap = d.checks().find((x) => x.CheckID === liveId(r));
+      assert.equal(liveSnap?.TTL, '30s');
+      assert.equal(liveSnap?.DeregisterCriticalServiceAfter, '1m0s');
     }
     const seen = await a.snapshot();
     assert.deepEqual(seen.get(r.id), { key: { id: r.id, type: 'http', name: r.name }, fingerprint: a.fingerprint(r) });
@@ -359,26 +377,29 @@ void describe('ConsulAdapter: registration', () => {
     assert.equal(httpCheck.Type, 'http');
     assert.equal(tcpCheck.Type, 'tcp');
     assert.equal(httpCheck.ServiceID, r.id);
-    assert.ok(all[ttlId(r)], 'the TTL check too');
+    assert.ok(all[ttlId(r)] && all[liveId(r)], 'the two TTL checks too');
     if (ag.double) {
       const body = JSON.parse(registerRequests(ag.double, r.id)[0]!.body) as { Checks: Array<Record<string, unknown>> };
-      assert.equal(body.Checks.length, 3);
+      assert.equal(body.Checks.length, 4);
       assert.deepEqual(
-        { HTTP: body.Checks[1]!.HTTP, Interval: body.Checks[1]!.Interval, Timeout: body.Checks[1]!.Timeout, FailuresBeforeCritical: body.Checks[1]!.FailuresBeforeCritical, Status: body.Checks[1]!.Status },
+        { HTTP: body.Checks[2]!.HTTP, Interval: body.Checks[2]!.Interval, Timeout: body.Checks[2]!.Timeout, FailuresBeforeCritical: body.Checks[2]!.FailuresBeforeCritical, Status: body.Checks[2]!.Status },
         { HTTP: url, Interval: '1s', Timeout: '500ms', FailuresBeforeCritical: 2, Status: 'passing' },
       );
-      assert.equal(body.Checks[2]!.TCP, `127.0.0.1:${tcpPort}`);
+      assert.equal(body.Checks[3]!.TCP, `127.0.0.1:${tcpPort}`);
     }
+    // The checks start with the vassal's status; the agent runs them only after a random part of
+    // their interval, so wait for real results (the outputs the agent writes), not the status.
     await waitFor(async () => {
       const now = await checks(ag);
-      return now[`service:${r.id}:web`]?.Status === 'passing' && now[`service:${r.id}:tcp:127.0.0.1:${tcpPort}`]?.Status === 'passing';
+      const web = now[`service:${r.id}:web`];
+      const tcpc = now[`service:${r.id}:tcp:127.0.0.1:${tcpPort}`];
+      return web?.Status === 'passing' && /fine/.test(web.Output) && tcpc?.Status === 'passing' && /127\.0\.0\.1/.test(tcpc.Output);
     }, 'the agent to run both native checks');
-    assert.match((await checks(ag))[`service:${r.id}:web`]?.Output ?? '', /fine/);
     assert.equal((await a.snapshot()).get(r.id)?.fingerprint, a.fingerprint(r));
     // Dropping native_checks removes them (replace-existing-checks).
     const plain: Registration = { ...r, nativeChecks: [] };
     await a.apply([put(plain)]);
-    assert.deepEqual(Object.keys(await checks(ag)).filter((k) => k.startsWith(ttlId(r))), [ttlId(r)]);
+    assert.deepEqual(Object.keys(await checks(ag)).filter((k) => k.startsWith(ttlId(r))).sort(), [ttlId(r), liveId(r)]);
   });
 });
 
@@ -391,22 +412,24 @@ void describe('ConsulAdapter: heartbeats and recovery', () => {
     const r = reg();
     const wrong: string[] = [];
     ag.double?.events.on('check-status', (e: { CheckID: string; Status: string; Output: string }) => {
-      if (e.CheckID === ttlId(r) && e.Status !== 'passing') wrong.push(`${e.Status}: ${e.Output}`);
+      if ((e.CheckID === ttlId(r) || e.CheckID === liveId(r)) && e.Status !== 'passing') wrong.push(`${e.CheckID} ${e.Status}: ${e.Output}`);
     });
     await a.apply([put(r)]);
     const before = a.heartbeatsSent;
     // 6 heartbeats at TTL/3 span two TTLs: without them the check would have lapsed twice.
     await waitFor(async () => {
-      const c = (await checks(ag))[ttlId(r)];
-      if (c?.Status !== 'passing') wrong.push(`${c?.Status}: ${c?.Output}`);
+      const all = await checks(ag);
+      for (const id of [ttlId(r), liveId(r)]) if (all[id]?.Status !== 'passing') wrong.push(`${id} ${all[id]?.Status}: ${all[id]?.Output}`);
       return a.heartbeatsSent - before >= 6;
     }, 'six heartbeats');
     assert.deepEqual(wrong, []);
     assert.equal((await checks(ag))[ttlId(r)]?.Output, healthOutput(r), 'heartbeats re-send the last output');
     if (ag.double) {
-      const updates = ag.double.requests.filter((q) => q.path === `/v1/agent/check/update/${ttlId(r)}`);
-      assert.ok(updates.length >= 7);
-      assert.ok(updates.every((q) => (JSON.parse(q.body) as { Status: string }).Status === 'passing'));
+      for (const id of [ttlId(r), liveId(r)]) {
+        const updates = ag.double.requests.filter((q) => q.path === `/v1/agent/check/update/${id}`);
+        assert.ok(updates.length >= 7, `${id}: ${updates.length} updates`);
+        assert.ok(updates.every((q) => (JSON.parse(q.body) as { Status: string }).Status === 'passing'));
+      }
     }
   });
 
@@ -521,15 +544,108 @@ void describe('ConsulAdapter: heartbeats and recovery', () => {
     const { a } = adapter(config(ag, { consulCheckTtl: '300ms', consulDeregisterCriticalAfter: '300ms' }));
     const r = reg();
     await a.apply([put(r)]);
-    const lapsed = nextEvent<{ CheckID: string; Status: string; Output: string }>(d.events, 'check-status', (e) => e.CheckID === ttlId(r) && e.Status === 'critical', 'the TTL check to lapse');
-    const removed = nextEvent<{ ID: string; reason: string }>(d.events, 'service-deregistered', (e) => e.ID === r.id, 'Consul to remove the service');
+    const lapsed = nextEvent<{ CheckID: string; Status: string; Output: string }>(d.events, 'check-status', (e) => e.CheckID === liveId(r) && e.Status === 'critical', 'the liveness check to lapse');
+    const removed = nextEvent<{ ID: string; reason: string; CheckID?: string }>(d.events, 'service-deregistered', (e) => e.ID === r.id, 'Consul to remove the service');
     // What a SIGKILL does to the emperor: no more heartbeats, and no deregistration.
     await a.close();
     const e = await lapsed;
-    assert.match(e.Output, /^TTL expired/);
-    assert.equal((await removed).reason, 'critical');
+    assert.match(e.Output, /^TTL expired \(last output before timeout follows\): vassal app\d+ \(pid 4242\) is supervised by emperor/);
+    const gone = await removed;
+    assert.equal(gone.reason, 'critical');
+    assert.equal(gone.CheckID, liveId(r), 'removed because the liveness check lapsed');
     assert.equal((await services(ag))[r.id], undefined);
     assert.equal(d.requests.filter((q) => q.path.startsWith('/v1/agent/service/deregister/')).length, 0, 'the emperor deregistered nothing');
+  });
+});
+
+void describe('ConsulAdapter: liveness apart from health', () => {
+  interface HealthEntry {
+    Service: { ID: string };
+    Checks: Array<{ CheckID: string; Status: string }>;
+  }
+  const healthOf = async (ag: Agent, name: string, query = ''): Promise<HealthEntry[]> => (await raw(ag, 'GET', `/v1/health/service/${encodeURIComponent(name)}${query}`)).json as HealthEntry[];
+
+  void test('a critical vassal stays registered, visible as critical, and ?passing consumers skip it', async () => {
+    const ag = await agent();
+    // Against a real agent, Consul's minimum window (1m) is used and the "stays past the window"
+    // part is left to the double, which honours a short one exactly.
+    const window = ag.double ? 300 : 60_000;
+    const { a } = adapter(config(ag, { consulCheckTtl: '300ms', consulDeregisterCriticalAfter: `${window}ms` }));
+    const sick = reg({ health: 'critical', checks: [{ name: 'http:/healthz', status: 'critical', output: 'HTTP 503 Service Unavailable' }] });
+    const fine = reg({ name: sick.name });
+    const deregistered: string[] = [];
+    ag.double?.events.on('service-deregistered', (e: { ID: string; reason: string }) => {
+      if (e.ID === sick.id) deregistered.push(e.reason);
+    });
+    await a.apply([put(sick), put(fine)]);
+
+    const all = await healthOf(ag, sick.name);
+    const entry = all.find((x) => x.Service.ID === sick.id);
+    assert.ok(entry, 'listed without ?passing');
+    assert.equal(entry.Checks.find((c) => c.CheckID === ttlId(sick))?.Status, 'critical');
+    assert.equal(entry.Checks.find((c) => c.CheckID === liveId(sick))?.Status, 'passing');
+    assert.deepEqual(
+      (await healthOf(ag, sick.name, '?passing')).map((x) => x.Service.ID),
+      [fine.id],
+      '?passing returns only the healthy instance',
+    );
+
+    const d = ag.double;
+    if (d) {
+      // Critical (and heartbeated as critical) for three windows: Consul must not have removed it.
+      await waitFor(() => {
+        const since = d.checks().find((c) => c.CheckID === ttlId(sick))?.criticalSince;
+        return typeof since === 'number' && Date.now() - since >= 3 * window;
+      }, 'the health check to have been critical for three deregistration windows');
+      assert.deepEqual(deregistered, []);
+      assert.ok((await services(ag))[sick.id], 'still registered');
+      assert.ok(a.heartbeatsSent > 0);
+    }
+    // Healthy again: ?passing lists it again.
+    await a.apply([put({ ...sick, health: 'passing', checks: [{ name: 'http:/healthz', status: 'passing', output: 'HTTP 200 OK' }] })]);
+    assert.deepEqual((await healthOf(ag, sick.name, '?passing')).map((x) => x.Service.ID).sort(), [sick.id, fine.id].sort());
+  });
+
+  void test('migration: a service in the single-check layout is registered again with both checks (on put and on anti-entropy)', async () => {
+    const ag = await agent();
+    const emperorId = `${RUN}-emperor-migrating`;
+    // Heartbeats far away (TTL 1h): the repairs below come from puts and anti-entropy alone.
+    const { a } = adapter(config(ag, { consulCheckTtl: '1h' }), emperorId);
+    const r = reg({ health: 'warning', checks: [{ name: 'x', status: 'warning', output: 'slow' }] });
+    /** What an emperor before the split registered: one TTL check carrying the deregistration. */
+    const oldLayout = async (): Promise<void> => {
+      const res = await raw(ag, 'PUT', '/v1/agent/service/register?replace-existing-checks', {
+        ID: r.id,
+        Name: r.name,
+        Tags: r.tags,
+        Address: r.address,
+        Port: r.port,
+        Meta: { ...r.meta, emperor_id: emperorId, emperor_vassal: r.vassal, emperor_type: r.type, emperor_def: 'old' },
+        Checks: [{ CheckID: ttlId(r), Name: `emperor: vassal ${r.vassal}`, TTL: '30s', DeregisterCriticalServiceAfter: '1m', Status: 'passing' }],
+      });
+      assert.equal(res.status, 200, res.text);
+    };
+    await oldLayout();
+    const before = await a.snapshot();
+    assert.ok(before.has(r.id), 'ours (our marker)');
+    assert.notEqual(before.get(r.id)?.fingerprint, a.fingerprint(r), 'the old layout does not count as what we write');
+
+    const registrar = new Registrar([a], () => undefined, { antiEntropyMs: 200, deregisterBoundMs: 2000, retryMinMs: 20, retryMaxMs: 200, downLogEveryMs: 600_000, slowIsDownAfterMs: 5000 });
+    closers.push(() => registrar.close());
+    registrar.ready(r.vassal, r);
+    await registrar.settled();
+    const migrated = async (): Promise<boolean> => {
+      const now = await checks(ag);
+      return now[liveId(r)]?.Status === 'passing' && now[ttlId(r)]?.Status === 'warning' && (await a.snapshot()).get(r.id)?.fingerprint === a.fingerprint(r);
+    };
+    await waitFor(migrated, 'the ready vassal to be registered in the two-check layout');
+    if (ag.double) assert.equal(ag.double.checks().find((c) => c.CheckID === ttlId(r))?.DeregisterCriticalServiceAfter, '', 'the health check lost its deregistration');
+
+    // The old layout written over a live registration (an old emperor sharing the id, a restore):
+    // the next anti-entropy pass migrates it.
+    await oldLayout();
+    assert.equal((await checks(ag))[liveId(r)], undefined);
+    await waitFor(migrated, 'anti-entropy to register it again in the two-check layout');
   });
 });
 

@@ -47,6 +47,7 @@ function agent(address: string, token?: string) {
   return {
     services: () => get<Record<string, AgentService>>('/v1/agent/services'),
     checks: () => get<Record<string, AgentCheck>>('/v1/agent/checks'),
+    health: (name: string, query = '') => get<unknown[]>(`/v1/health/service/${encodeURIComponent(name)}${query}`),
   };
 }
 
@@ -93,7 +94,7 @@ describe('Consul registration', () => {
     await consul?.stop();
   });
 
-  it('registers on ready with a TTL check carrying DeregisterCriticalServiceAfter, and heartbeats it', async () => {
+  it('registers on ready with a health check and a liveness check carrying DeregisterCriticalServiceAfter, and heartbeats them', async () => {
     const port = await freePort();
     const envDump = path.join(ws.root, 'consul-env.json');
     await emp.writeVassal(
@@ -111,11 +112,15 @@ describe('Consul registration', () => {
     assert.equal(svc.Port, port);
     assert.deepEqual(svc.Tags, ['v1']);
     assert.equal(svc.Meta.version, '3');
-    await waitFor(async () => (await view.checks())[`service:${serviceId('web')}`]?.Status === 'passing', 'ttl check passing');
+    await waitFor(async () => (await view.checks())[`service:${serviceId('web')}`]?.Status === 'passing', 'health check passing');
+    await waitFor(async () => (await view.checks())[`service:${serviceId('web')}:liveness`]?.Status === 'passing', 'liveness check passing');
     if (consul) {
       const check = consul.checks().find((c) => c.CheckID === `service:${serviceId('web')}`)!;
-      assert.equal(check.DeregisterCriticalServiceAfter, '1m0s');
+      assert.equal(check.DeregisterCriticalServiceAfter, '', 'the health check never deregisters');
       assert.ok(check.TTL);
+      const live = consul.checks().find((c) => c.CheckID === `service:${serviceId('web')}:liveness`)!;
+      assert.equal(live.DeregisterCriticalServiceAfter, '1m0s');
+      assert.ok(live.TTL);
       // Heartbeats keep it passing across several TTLs: count them, and watch for any lapse.
       const checkId = `service:${serviceId('web')}`;
       const statuses: string[] = [];
@@ -135,17 +140,21 @@ describe('Consul registration', () => {
     assert.equal(env.EMPEROR_SERVICE_ID, serviceId('web'));
   });
 
-  it('feeds the TTL check from health changes, with status and output', async () => {
+  it('feeds the health check from health changes, with status and output; a critical app stays listed but not ?passing', async () => {
     const port = await freePort();
     await emp.writeVassal('ttlfed.yaml', vassal(port, {}, {}, { checks: [{ name: 'beat', ttl: '1m' }] }));
     await emp.waitEvent('ttlfed', 'ready');
     const id = `service:${serviceId('ttlfed')}`;
     await waitFor(async () => (await view.checks())[id]?.Status === 'critical', 'critical at first (ttl checks start critical)');
+    assert.equal((await view.checks())[`${id}:liveness`]?.Status, 'passing', 'alive while critical');
+    assert.equal((await view.health('ttlfed')).length, 1, 'listed while critical');
+    assert.deepEqual(await view.health('ttlfed', '?passing'), [], 'not offered to ?passing consumers');
     await emp.cli(['check', 'warn', 'ttlfed', '--note', 'disk 91%']);
     await waitFor(async () => (await view.checks())[id]?.Status === 'warning', 'warning reported');
     assert.match((await view.checks())[id]!.Output, /disk 91%/);
     await emp.cli(['check', 'pass', 'ttlfed', '--note', 'fine']);
     await waitFor(async () => (await view.checks())[id]?.Status === 'passing', 'passing reported');
+    assert.equal((await view.health('ttlfed', '?passing')).length, 1, 'offered again once passing');
   });
 
   it('deregisters before the stop signal; a crash deregisters at once', async () => {
@@ -225,16 +234,17 @@ describe('Consul and etcd together', () => {
       await waitFor(async () => (await client.get('/both/services/default/dual').string()) !== null, 'registered in etcd');
       await emp.stop('SIGKILL');
       await waitFor(() => !isRunning(ready.pid as number), 'vassal died with the emperor');
-      const removed = await new Promise<{ reason: string }>((resolve) => {
+      const removed = await new Promise<{ reason: string; CheckID?: string }>((resolve) => {
         const check = (): void => {
           if (!consulB.services().some((s) => s.ID === serviceId('dual'))) resolve({ reason: 'already' });
         };
-        consulB.events.on('service-deregistered', (e: { ID: string; reason: string }) => {
+        consulB.events.on('service-deregistered', (e: { ID: string; reason: string; CheckID?: string }) => {
           if (e.ID === serviceId('dual')) resolve(e);
         });
         check();
       });
       assert.ok(['critical', 'already'].includes(removed.reason), removed.reason);
+      if (removed.reason === 'critical') assert.equal(removed.CheckID, `service:${serviceId('dual')}:liveness`, 'removed because the liveness check lapsed');
       await waitFor(async () => (await client.get('/both/services/default/dual').string()) === null, 'etcd key gone with the lease', 15000);
     } finally {
       client.close();

@@ -531,6 +531,38 @@ void describe('consul double: checks', () => {
     assert.equal(blocked.json<HealthEntry[]>().length, 1);
     assert.equal(consul.services().length, 1);
   });
+
+  // agent.go reapServicesInternal: a service is removed when a check *that carries a timeout* has
+  // been critical longer than it; other critical checks of the service never remove it.
+  void test('only the check carrying DeregisterCriticalServiceAfter removes the service; other critical checks never do', async () => {
+    await register(consul, {
+      Name: 'web',
+      Checks: [
+        { CheckID: 'health', TTL: '10s', Status: 'critical' },
+        { CheckID: 'live', TTL: '10s', Status: 'passing', DeregisterCriticalServiceAfter: '200ms' },
+      ],
+    });
+    const index = indexOf(await call(consul, 'GET', '/v1/health/service/web'));
+    // Unchanged for three times the window while "health" is critical: nothing was removed.
+    const blocked = await call(consul, 'GET', `/v1/health/service/web?index=${index}&wait=600ms`);
+    assert.equal(indexOf(blocked), index);
+    assert.equal(consul.services().length, 1);
+    const gone = new Promise<{ ID: string; reason: string; CheckID?: string }>((resolve) => consul.events.once('service-deregistered', resolve));
+    await call(consul, 'PUT', '/v1/agent/check/fail/live');
+    const e = await gone;
+    assert.deepEqual({ ID: e.ID, reason: e.reason, CheckID: e.CheckID }, { ID: 'web', reason: 'critical', CheckID: 'live' });
+  });
+
+  // agent.go addCheck: a check registered again without the timeout loses it (delete(checkReapAfter)).
+  void test('re-registering a check without DeregisterCriticalServiceAfter drops the timeout', async () => {
+    await register(consul, { Name: 'web', Check: { CheckID: 'a', TTL: '10s', Status: 'passing', DeregisterCriticalServiceAfter: '200ms' } });
+    await register(consul, { Name: 'web', Check: { CheckID: 'a', TTL: '10s' } }, '?replace-existing-checks');
+    await call(consul, 'PUT', '/v1/agent/check/fail/a');
+    const index = indexOf(await call(consul, 'GET', '/v1/health/service/web'));
+    const blocked = await call(consul, 'GET', `/v1/health/service/web?index=${index}&wait=600ms`);
+    assert.equal(indexOf(blocked), index);
+    assert.equal(consul.services().length, 1);
+  });
 });
 
 void describe('consul double: HTTP and TCP checks are really run', () => {
@@ -553,6 +585,16 @@ void describe('consul double: HTTP and TCP checks are really run', () => {
     await consul.stop();
     target.closeAllConnections();
     await new Promise((resolve) => target.close(resolve));
+  });
+
+  // checks.CheckHTTP.run: the first request waits lib.RandomStagger(Interval); until then the
+  // check has its registered status and no output. (Interval 1h: that run is not due in this test.)
+  void test('an HTTP check keeps its registered status and an empty output until its first run', async () => {
+    await register(consul, { Name: 'later', Checks: [{ CheckID: 'h1', HTTP: `http://127.0.0.1:${port}/health`, Interval: '1h' }, { CheckID: 'h2', HTTP: `http://127.0.0.1:${port}/health`, Interval: '1h', Status: 'passing' }] });
+    const checks = await agentChecks(consul);
+    assert.deepEqual([checks.h1?.Status, checks.h1?.Output], ['critical', '']);
+    assert.deepEqual([checks.h2?.Status, checks.h2?.Output], ['passing', '']);
+    await call(consul, 'PUT', '/v1/agent/service/deregister/later');
   });
 
   void test('HTTP: 2xx passing, 429 warning, anything else critical, refused connection critical', async () => {

@@ -126,7 +126,7 @@ export interface SessionSnapshot {
  * Events on `double.events`:
  * - `request` (RecordedRequest): a request arrived (body read, before it is handled)
  * - `response` (RecordedResponse): a response was sent
- * - `service-registered` ({ ID, Service }) / `service-deregistered` ({ ID, Service, reason })
+ * - `service-registered` ({ ID, Service }) / `service-deregistered` ({ ID, Service, reason, CheckID? })
  *   with reason 'api' | 'critical' (DeregisterCriticalServiceAfter) | 'restart' | 'reset'
  * - `check-status` ({ CheckID, ServiceID, Status, Output })
  * - `session-invalidated` ({ ID, reason }) with reason 'destroy' | 'ttl' | 'check' | 'reset'
@@ -1619,7 +1619,7 @@ class ConsulDoubleImpl implements ConsulDouble {
     return this.empty();
   }
 
-  private removeService(id: string, reason: string, index?: number): void {
+  private removeService(id: string, reason: string, index?: number, checkId?: string): void {
     const svc = this.svcs.get(id);
     if (!svc) return;
     const idx = index ?? this.bump();
@@ -1627,7 +1627,7 @@ class ConsulDoubleImpl implements ConsulDouble {
     this.svcs.delete(id);
     this.idx.services = idx;
     this.touchService(svc.name, idx);
-    this.events.emit('service-deregistered', { ID: svc.id, Service: svc.name, reason });
+    this.events.emit('service-deregistered', { ID: svc.id, Service: svc.name, reason, ...(checkId === undefined ? {} : { CheckID: checkId }) });
   }
 
   /** Agent restart without config files: every agent-local service and check is gone. */
@@ -1777,8 +1777,11 @@ class ConsulDoubleImpl implements ConsulDouble {
   private startCheckTimers(c: CheckRec): void {
     if (c.type === 'ttl') this.armTtl(c);
     if (c.type === 'http' || c.type === 'tcp') {
+      // Like the agent (checks.CheckHTTP/CheckTCP run: lib.RandomStagger(Interval)), the first run
+      // waits a random part of the interval: until then the check keeps its registered status
+      // and an empty output.
       const generation = c.generation;
-      c.runTimer = setTimeout(() => void this.runProbe(c, generation), 0);
+      c.runTimer = setTimeout(() => void this.runProbe(c, generation), Math.random() * (c.spec.intervalNs / 1e6));
     }
     this.armReaper(c);
   }
@@ -1810,7 +1813,7 @@ class ConsulDoubleImpl implements ConsulDouble {
     const delay = Math.max(0, since + c.spec.dcsaNs / 1e6 - Date.now());
     c.reapTimer = setTimeout(() => {
       c.reapTimer = undefined;
-      if (this.chks.get(c.id) === c && c.status === 'critical') this.removeService(c.serviceId, 'critical');
+      if (this.chks.get(c.id) === c && c.status === 'critical') this.removeService(c.serviceId, 'critical', undefined, c.id);
     }, delay);
   }
 

@@ -1,9 +1,17 @@
 // The Consul registry adapter: each ready vassal is an agent service (PUT /v1/agent/service/register)
-// with one TTL check, `service:<id>`, that carries the vassal's aggregate health and
-// DeregisterCriticalServiceAfter. The adapter heartbeats that check every TTL/3 with the last
-// status and output; if the emperor dies the checks lapse to critical and Consul removes the
-// services after DeregisterCriticalServiceAfter. Optionally the vassal's http/tcp checks are
-// registered as Consul-native checks too.
+// with two TTL checks that answer two different questions (as Nomad does):
+// - health, `service:<id>`: the vassal's aggregate health with its checks' output. It never
+//   deregisters anything: an unhealthy but living app stays registered, visible as critical, and
+//   `?passing` consumers skip it.
+// - liveness, `service:<id>:liveness`: passing while the emperor supervises the vassal. It alone
+//   carries DeregisterCriticalServiceAfter, so only an emperor that stopped heartbeating (it died)
+//   gets its services removed by Consul.
+// The adapter heartbeats both every TTL/3 with their last status and output. (A single check
+// carrying both made Consul remove a vassal that stayed critical for DeregisterCriticalServiceAfter
+// while its emperor lived, and anti-entropy register it again, over and over.) Services registered
+// with that single-check layout lack the liveness check: snapshot() reports them as different, so
+// the registrar's next anti-entropy pass registers them again in this layout. Optionally the
+// vassal's http/tcp checks are registered as Consul-native checks too.
 //
 // Ownership: every service carries Meta.emperor_id = this emperor's stable id; snapshot() reports
 // only those. Policy (retries, back-off, anti-entropy, bounded deregistration) is the registrar's;
@@ -45,8 +53,10 @@ const OUTPUT_MAX_BYTES = 4000;
 const CHECK_LINE_MAX_BYTES = 600;
 const HEARTBEAT_WARN_EVERY_MS = 30_000;
 
-/** The TTL check of service `id`: Consul's default ID for a service's single check. */
-export const ttlCheckId = (id: string): string => `service:${id}`;
+/** The health TTL check of service `id` (Consul's default ID for a service's single check). */
+export const healthCheckId = (id: string): string => `service:${id}`;
+/** The liveness TTL check of service `id`: the one carrying DeregisterCriticalServiceAfter. */
+export const livenessCheckId = (id: string): string => `service:${id}:liveness`;
 
 interface Built {
   readonly body: ServiceRegistration;
@@ -54,6 +64,7 @@ interface Built {
   readonly defHash: string;
   readonly status: CheckStatus;
   readonly output: string;
+  readonly liveOutput: string;
   readonly fingerprint: string;
 }
 
@@ -62,6 +73,7 @@ interface Tracked {
   readonly defHash: string;
   readonly status: CheckStatus;
   readonly output: string;
+  readonly liveOutput: string;
   lastSentAt: number;
   /** Registered (or adopted) at; a snapshot that started earlier cannot prove it gone. */
   readonly since: number;
@@ -83,7 +95,8 @@ function observableDigest(o: { id: string; name: string; tags: readonly string[]
   return sha(canonical({ ...o, checkIds: [...o.checkIds].sort() })).slice(0, 20);
 }
 
-const fingerprintOf = (observable: string, status: string, output: string): string => `${observable}/${status}/${sha(output).slice(0, 20)}`;
+/** `live`: the liveness check's status; the registrar re-puts a service whose liveness lapsed. */
+const fingerprintOf = (observable: string, status: string, output: string, live: string): string => `${observable}/${status}/${sha(output).slice(0, 20)}/${live}`;
 
 /** Cut to at most `max` UTF-8 bytes without splitting a character. */
 function cutBytes(text: string, max: number): string {
@@ -98,7 +111,7 @@ function cutBytes(text: string, max: number): string {
 const isStatus = (s: string): s is CheckStatus => s === 'passing' || s === 'warning' || s === 'critical';
 
 /**
- * The TTL check's output: the aggregate status, then one line per vassal check with its status
+ * The health check's output: the aggregate status, then one line per vassal check with its status
  * and (first line of) output, bounded to what Consul keeps.
  */
 export function healthOutput(reg: Registration): string {
@@ -242,14 +255,16 @@ export class ConsulAdapter implements RegistryAdapter {
     for (const s of Object.values(services)) {
       if (s.Meta?.[META_EMPEROR_ID] !== this.emperorId) continue;
       const own = checksOf.get(s.ID) ?? [];
-      const ttl = own.find((c) => c.CheckID === ttlCheckId(s.ID));
+      const health = own.find((c) => c.CheckID === healthCheckId(s.ID));
+      const live = own.find((c) => c.CheckID === livenessCheckId(s.ID));
       const key: RegistrationKey = { id: s.ID, type: s.Meta[META_TYPE] ?? '', name: s.Service };
-      // Without its TTL check the service is not what we write: a fingerprint nothing matches.
-      out.set(s.ID, { key, fingerprint: ttl ? this.observedFingerprint(s, own, ttl) : `no-ttl-check:${s.ID}` });
+      // Without both TTL checks (e.g. the old single-check layout) the service is not what we
+      // write: a fingerprint nothing matches, so the registrar registers it again.
+      out.set(s.ID, { key, fingerprint: health && live ? this.observedFingerprint(s, own, health, live) : `not-two-ttl-checks:${s.ID}` });
       // Ours but not heartbeated (registered before a restart of this emperor, say): keep it alive
       // as it is until the registrar re-puts or deletes it.
-      if (ttl && isStatus(ttl.Status) && !this.tracked.has(s.ID) && (this.removedAt.get(s.ID) ?? -Infinity) < started) {
-        this.tracked.set(s.ID, { defHash: '', status: ttl.Status, output: ttl.Output, lastSentAt: 0, since: started });
+      if (health && live && isStatus(health.Status) && !this.tracked.has(s.ID) && (this.removedAt.get(s.ID) ?? -Infinity) < started) {
+        this.tracked.set(s.ID, { defHash: '', status: health.Status, output: health.Output, liveOutput: live.Output, lastSentAt: 0, since: started });
       }
     }
     // Gone from the agent: the next put must register it again, not just update its check.
@@ -273,9 +288,9 @@ export class ConsulAdapter implements RegistryAdapter {
 
   private async put(reg: Registration): Promise<void> {
     const b = this.build(reg);
-    const checkId = ttlCheckId(reg.id);
     const known = this.tracked.get(reg.id);
     let registered = false;
+    const update = (): Promise<void> => this.sendChecks(reg.id, b.status, b.output, b.liveOutput);
     try {
       if (!known || known.defHash !== b.defHash) {
         await this.checkDatacenter();
@@ -283,13 +298,13 @@ export class ConsulAdapter implements RegistryAdapter {
         registered = true;
       }
       try {
-        await this.client.updateCheck(checkId, b.status, b.output);
+        await update();
       } catch (err) {
         // We believed it registered, but the agent lost it (restart, removed by hand): register.
         if (registered || !isGone(err)) throw err;
         await this.client.registerService(b.body, { replaceExistingChecks: true });
         registered = true;
-        await this.client.updateCheck(checkId, b.status, b.output);
+        await update();
       }
     } catch (err) {
       if (err instanceof ConsulError && err.kind === 'http' && err.status === 400) {
@@ -300,7 +315,20 @@ export class ConsulAdapter implements RegistryAdapter {
       throw err;
     }
     const now = Date.now();
-    this.tracked.set(reg.id, { defHash: b.defHash, status: b.status, output: b.output, lastSentAt: now, since: registered ? now : (known?.since ?? now) });
+    this.tracked.set(reg.id, {
+      defHash: b.defHash,
+      status: b.status,
+      output: b.output,
+      liveOutput: b.liveOutput,
+      lastSentAt: now,
+      since: registered ? now : (known?.since ?? now),
+    });
+  }
+
+  /** Set both TTL checks (which also restarts their TTLs): health as given, liveness passing. */
+  private async sendChecks(id: string, status: CheckStatus, output: string, liveOutput: string): Promise<void> {
+    await this.client.updateCheck(healthCheckId(id), status, output);
+    await this.client.updateCheck(livenessCheckId(id), 'passing', liveOutput);
   }
 
   /**
@@ -353,7 +381,7 @@ export class ConsulAdapter implements RegistryAdapter {
     this.heartbeatTimer.unref();
   }
 
-  /** Re-send each TTL check's last status and output, unless a put just did. */
+  /** Re-send both TTL checks' last status and output, unless a put just did. */
   private async heartbeat(): Promise<void> {
     const now = Date.now();
     const due = [...this.tracked].filter(([, t]) => now - t.lastSentAt >= this.heartbeatMs / 2);
@@ -365,7 +393,7 @@ export class ConsulAdapter implements RegistryAdapter {
       due.map(([id, t]) => async () => {
         if (this.closed || this.tracked.get(id) !== t) return;
         try {
-          await this.client.updateCheck(ttlCheckId(id), t.status, t.output);
+          await this.sendChecks(id, t.status, t.output, t.liveOutput);
           t.lastSentAt = Date.now();
           this.heartbeatsSent++;
         } catch (err) {
@@ -417,7 +445,7 @@ export class ConsulAdapter implements RegistryAdapter {
 
   // ----- what a registration becomes -------------------------------------------------------------
 
-  private observedFingerprint(s: AgentService, own: readonly AgentCheck[], ttl: AgentCheck): string {
+  private observedFingerprint(s: AgentService, own: readonly AgentCheck[], health: AgentCheck, live: AgentCheck): string {
     const observable = observableDigest({
       id: s.ID,
       name: s.Service,
@@ -427,22 +455,29 @@ export class ConsulAdapter implements RegistryAdapter {
       meta: s.Meta ?? {},
       checkIds: own.map((c) => c.CheckID),
     });
-    return fingerprintOf(observable, ttl.Status, ttl.Output ?? '');
+    return fingerprintOf(observable, health.Status, health.Output ?? '', live.Status);
   }
 
   private build(reg: Registration): Built {
     const cached = this.built.get(reg);
     if (cached) return cached;
-    const ttlCheck: CheckRegistration = {
-      CheckID: ttlCheckId(reg.id),
+    const every = goDuration(this.heartbeatMs);
+    const healthCheck: CheckRegistration = {
+      CheckID: healthCheckId(reg.id),
       Name: `emperor: vassal ${reg.vassal}`,
-      Notes: `Aggregate health of vassal ${reg.vassal}, reported by its emperor every ${goDuration(this.heartbeatMs)}`,
+      Notes: `Aggregate health of vassal ${reg.vassal}, reported by its emperor every ${every}; never deregisters the service`,
+      TTL: goDuration(this.cfg.checkTtlMs),
+    };
+    const livenessCheck: CheckRegistration = {
+      CheckID: livenessCheckId(reg.id),
+      Name: `emperor: vassal ${reg.vassal} is supervised`,
+      Notes: `Passing while the emperor supervising vassal ${reg.vassal} heartbeats it (every ${every}); critical once it stopped, e.g. died`,
       TTL: goDuration(this.cfg.checkTtlMs),
       ...(this.cfg.deregisterCriticalAfterMs > 0 ? { DeregisterCriticalServiceAfter: goDuration(this.cfg.deregisterCriticalAfterMs) } : {}),
     };
     const natives = this.nativeChecks(reg);
     const meta = this.meta(reg);
-    meta[META_DEFINITION] = sha(canonical([ttlCheck, natives])).slice(0, 16);
+    meta[META_DEFINITION] = sha(canonical([healthCheck, livenessCheck, natives])).slice(0, 16);
     const address = this.address(reg);
     const statusOf = new Map(reg.checks.map((c) => [c.name, c.status]));
     const body: ServiceRegistration = {
@@ -453,16 +488,18 @@ export class ConsulAdapter implements RegistryAdapter {
       ...(reg.port !== null ? { Port: reg.port } : {}),
       Meta: meta,
       Checks: [
-        // A new check starts with the vassal's current health (Consul's default would be critical).
-        { ...ttlCheck, Status: reg.health },
+        // New checks start with the vassal's current health, and alive (Consul's default would be critical).
+        { ...healthCheck, Status: reg.health },
+        { ...livenessCheck, Status: 'passing' },
         ...natives.map((n) => {
           const s = statusOf.get(n.Name);
           return s ? { ...n, Status: s } : n;
         }),
       ],
     };
-    const defHash = sha(canonical({ ...body, Checks: [ttlCheck, ...natives] }));
+    const defHash = sha(canonical({ ...body, Checks: [healthCheck, livenessCheck, ...natives] }));
     const output = healthOutput(reg);
+    const liveOutput = `vassal ${reg.vassal}${reg.pid > 0 ? ` (pid ${reg.pid})` : ''} is supervised by emperor ${this.emperorId}`;
     const observable = observableDigest({
       id: reg.id,
       name: reg.name,
@@ -472,7 +509,7 @@ export class ConsulAdapter implements RegistryAdapter {
       meta,
       checkIds: body.Checks.map((c) => c.CheckID),
     });
-    const built: Built = { body, defHash, status: reg.health, output, fingerprint: fingerprintOf(observable, reg.health, output) };
+    const built: Built = { body, defHash, status: reg.health, output, liveOutput, fingerprint: fingerprintOf(observable, reg.health, output, 'passing') };
     this.built.set(reg, built);
     return built;
   }
@@ -517,7 +554,7 @@ export class ConsulAdapter implements RegistryAdapter {
   /** service.consul.native_checks: the vassal's http/tcp checks, run by the agent itself. */
   private nativeChecks(reg: Registration): CheckRegistration[] {
     const out: CheckRegistration[] = [];
-    const used = new Set<string>([ttlCheckId(reg.id)]);
+    const used = new Set<string>([healthCheckId(reg.id), livenessCheckId(reg.id)]);
     for (const spec of reg.nativeChecks) {
       let target: Pick<CheckRegistration, 'HTTP' | 'TCP'>;
       if (spec.probe.kind === 'http') target = { HTTP: spec.probe.url };
@@ -525,7 +562,7 @@ export class ConsulAdapter implements RegistryAdapter {
         const h = spec.probe.host;
         target = { TCP: `${h.includes(':') && !h.startsWith('[') ? `[${h}]` : h}:${spec.probe.port}` };
       } else continue;
-      const base = `${ttlCheckId(reg.id)}:${spec.name.replace(/[^A-Za-z0-9_.:-]+/g, '-') || 'check'}`;
+      const base = `${healthCheckId(reg.id)}:${spec.name.replace(/[^A-Za-z0-9_.:-]+/g, '-') || 'check'}`;
       let checkId = base;
       for (let n = 2; used.has(checkId); n++) checkId = `${base}-${n}`;
       used.add(checkId);

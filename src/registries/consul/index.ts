@@ -1,4 +1,4 @@
-export { ConsulAdapter, healthOutput, ttlCheckId, META_EMPEROR_ID, type ConsulAdapterOptions, type ConsulLog } from './adapter.js';
+export { ConsulAdapter, healthOutput, healthCheckId, livenessCheckId, META_EMPEROR_ID, type ConsulAdapterOptions, type ConsulLog } from './adapter.js';
 export {
   addConsulOptions,
   resolveConsulConfig,

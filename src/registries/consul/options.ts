@@ -28,9 +28,9 @@ import {
 } from '../../consul/connection.js';
 
 export interface ConsulConfig extends ConsulConnection {
-  /** TTL of each service's `service:<id>` check; it is heartbeated every TTL/3. */
+  /** TTL of each service's two checks (`service:<id>`, `service:<id>:liveness`); heartbeated every TTL/3. */
   readonly checkTtlMs: number;
-  /** DeregisterCriticalServiceAfter of that check; 0 = never (Consul's "off"). */
+  /** DeregisterCriticalServiceAfter of the liveness check; 0 = never (Consul's "off"). */
   readonly deregisterCriticalAfterMs: number;
 }
 
@@ -104,13 +104,13 @@ export function addConsulOptions(cmd: Command, opts: { registration?: boolean } 
       .addOption(
         new Option(
           '--consul-deregister-critical-after <duration>',
-          `Consul removes a service whose check stays critical this long, e.g. after the emperor was killed (Consul's minimum is 1m); 0s = never (default: ${DEFAULT_DEREGISTER_CRITICAL_AFTER}) [env EMPEROR_CONSUL_DEREGISTER_CRITICAL_AFTER]`,
+          `Consul removes a service whose liveness check stays critical this long, i.e. after its emperor died (Consul's minimum is 1m; an unhealthy vassal is never removed); 0 = never (default: ${DEFAULT_DEREGISTER_CRITICAL_AFTER}) [env EMPEROR_CONSUL_DEREGISTER_CRITICAL_AFTER]`,
         ),
       )
       .addOption(
         new Option(
           '--consul-check-ttl <duration>',
-          `TTL of each service's health check, heartbeated every TTL/3 (default: ${DEFAULT_CHECK_TTL}) [env EMPEROR_CONSUL_CHECK_TTL]`,
+          `TTL of each service's health and liveness checks, heartbeated every TTL/3 (default: ${DEFAULT_CHECK_TTL}) [env EMPEROR_CONSUL_CHECK_TTL]`,
         ),
       );
   }
