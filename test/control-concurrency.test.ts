@@ -46,7 +46,9 @@ describe('concurrent control requests', () => {
 
   it('a start arriving while a stop is under way: both answered, the stop first, the start wins', async () => {
     // Ignores SIGTERM, so the stop takes its whole 2 s timeout: the start surely lands in it.
-    await emp.writeVassal('slowstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '2s' }, start: { ready: { delay: '10ms' } } }));
+    // Ready by notify, sent once the app's SIGTERM handler is installed: with a fixed ready delay
+    // a slow start let the stop's SIGTERM arrive first and end the app at once (CI saw that).
+    await emp.writeVassal('slowstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '2s' }, start: { ready: { notify: true } } }));
     await emp.waitEvent('slowstop', 'ready', 0, 60_000);
     const m = emp.mark();
     const stop = post(emp, 'slowstop', 'stop');
@@ -66,8 +68,9 @@ describe('concurrent control requests', () => {
   it('while one request is carried out, a later one replaces the waiting one (409), and the same action joins it', async () => {
     // Its stop takes the whole 20 s timeout: the window in which the later requests must arrive
     // while the stop is still under way. (2 s was not enough on a machine with a CPU hog.)
+    // Ready by notify, for the reason given in the test above.
     let m = emp.mark();
-    await emp.writeVassal('longstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '20s' }, start: { ready: { delay: '10ms' } } }));
+    await emp.writeVassal('longstop.json', appVassal(APP, { APP_IGNORE_TERM: '1' }, { stop: { timeout: '20s' }, start: { ready: { notify: true } } }));
     await emp.waitEvent('longstop', 'ready', m, 60_000);
     m = emp.mark();
     const stop = post(emp, 'longstop', 'stop');
