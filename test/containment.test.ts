@@ -15,6 +15,7 @@ import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';
 import { waitFor } from './support/wait.js';
+import { removeUser, throwawayName, throwawayUser } from './support/accounts.js';
 
 const DAEMONIZE = fixture('process/daemonize.sh');
 
@@ -365,11 +366,8 @@ describe('fallback without cgroups', () => {
   });
 
   it('an emperor that is not root cannot create cgroups and falls back on its own', async () => {
-    const user = `emperor-cg${process.pid}`;
-    execFileSync('useradd', ['--no-create-home', '--shell', '/bin/sh', user]);
+    const { name: user, uid, gid } = throwawayUser(throwawayName('emp-cg'));
     try {
-      const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
-      const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
       const ws = await makeWorkspace();
       execFileSync('chown', ['-R', `${uid}:${gid}`, ws.root]);
       const emp = await EmperorUnderTest.start(ws, [], process.env, { uid, gid });
@@ -385,7 +383,7 @@ describe('fallback without cgroups', () => {
         await emp.stop();
       }
     } finally {
-      execFileSync('userdel', [user]);
+      removeUser(user);
     }
   });
 });

@@ -8,25 +8,7 @@ import path from 'node:path';
 import { after, before, describe, it } from './support/test.js';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { waitFor } from './support/wait.js';
-
-interface Account {
-  name: string;
-  uid: number;
-  gid: number;
-}
-
-/** A user of our own (unique per run, so no other test's cleanup can remove it). */
-function createUser(name: string): Account {
-  // Left over from an earlier run whose process had this pid and died before cleaning up.
-  try {
-    execFileSync('userdel', [name], { stdio: 'ignore' });
-  } catch {
-    // no such user: the usual case
-  }
-  execFileSync('useradd', ['--no-create-home', '--shell', '/bin/sh', name]);
-  const pw = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim().split(':');
-  return { name, uid: Number(pw[2]), gid: Number(pw[3]) };
-}
+import { removeUser, throwawayUser, type Account } from './support/accounts.js';
 
 /** What `cat FILE` as this user gives: the text, or the error. */
 function readAs(who: Account, file: string): { ok: true; text: string } | { ok: false; error: string } {
@@ -43,12 +25,12 @@ describe('log permissions', { skip: process.getuid?.() !== 0 ? 'needs root to cr
   let other: Account;
   let emp: EmperorUnderTest | undefined;
   before(() => {
-    owner = createUser(`${tag}a`);
-    other = createUser(`${tag}b`);
+    owner = throwawayUser(`${tag}a`);
+    other = throwawayUser(`${tag}b`);
   });
   after(async () => {
     await emp?.stop();
-    for (const u of [owner, other]) if (u) execFileSync('userdel', [u.name]);
+    for (const u of [owner, other]) if (u) removeUser(u.name);
   });
 
   it("another user cannot read a vassal's log, rotated logs or pid records; the vassal's user owns its logs", async () => {

@@ -7,6 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { removeUser, throwawayName, throwawayUser, type Account } from './support/accounts.js';
 import { after, before, describe, it } from './support/test.js';
 import { newSpawnId, SPAWN_ID_VAR } from '../src/process/records.js';
 import { readStatSync } from '../src/process/procfs.js';
@@ -18,19 +19,7 @@ import { waitFor } from './support/wait.js';
 
 type Workspace = Awaited<ReturnType<typeof makeWorkspace>>;
 
-interface User {
-  readonly name: string;
-  readonly uid: number;
-  readonly gid: number;
-}
-
-/** A user of our own, named after this process so concurrent runs never share or delete it. */
-function createUser(tag: string): User {
-  const name = `es${tag}${process.pid}`.slice(0, 31);
-  execFileSync('useradd', ['--no-create-home', '--shell', '/bin/sh', name]);
-  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
-  return { name, uid: id('-u'), gid: id('-g') };
-}
+type User = Account;
 
 /** The CLI, bounded: an emperor that starts when it should refuse is killed and reported. */
 function runBounded(args: string[], opts: { env?: NodeJS.ProcessEnv; as?: User; ms?: number } = {}): Promise<CliResult & { timedOut: boolean }> {
@@ -92,11 +81,10 @@ const immediate = { start: { ready: { delay: '0s' } } };
 describe('state directory, pid records and locks (root emperor, throwaway attacker)', { skip: process.getuid?.() !== 0 ? 'needs root to create users' : false }, () => {
   let attacker: User;
   before(() => {
-    attacker = createUser('a');
+    attacker = throwawayUser(throwawayName('esa'));
   });
   after(() => {
-    // --force: a process of theirs that is still exiting must not fail the run.
-    execFileSync('userdel', ['--force', attacker.name]);
+    if (attacker) removeUser(attacker.name);
   });
 
   it('refuses a state directory the attacker created, and never acts on the records planted in it', async (t) => {

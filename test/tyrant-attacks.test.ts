@@ -7,7 +7,7 @@
 // a symlink's target (a file only root may read) was quoted in the error, a repeated JSON key
 // silently took the last value.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -17,38 +17,8 @@ import { MAX_VASSAL_FILE_BYTES } from '../src/config/read.js';
 import { reportingVassal } from './fixtures/attacker.js';
 import { EmperorUnderTest, makeWorkspace, type LogEntry } from './support/emperor.js';
 import { after, before, describe, it } from './support/test.js';
+import { removeGroup, removeUser, throwawayGroup, throwawayUser, type Account } from './support/accounts.js';
 import { waitFor } from './support/wait.js';
-
-interface Account {
-  readonly name: string;
-  readonly uid: number;
-  readonly gid: number;
-}
-
-const has = (db: string, key: string): boolean => {
-  try {
-    execFileSync('getent', [db, key], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-/** A user (and a group) of this test process alone: nobody else creates or deletes these names. */
-function throwawayUser(name: string, extraGroup?: string): Account {
-  if (has('passwd', name)) execFileSync('userdel', [name], { stdio: 'ignore' });
-  execFileSync('useradd', ['--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', ...(extraGroup ? ['--groups', extraGroup] : []), name]);
-  const pw = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim().split(':');
-  return { name, uid: Number(pw[2]), gid: Number(pw[3]) };
-}
-
-function quietly(command: string, arg: string): void {
-  try {
-    execFileSync(command, [arg], { stdio: 'ignore' });
-  } catch {
-    // already gone, or still in use
-  }
-}
 
 /** Uid of a live process and the WHO its environment names, or undefined once it is gone. */
 function whoRuns(pid: number): { uid: number; who: string | undefined; comm: string } | undefined {
@@ -71,6 +41,7 @@ describe('tyrant mode against a hostile user of the vassals directory', { skip: 
   const groupName = `emp-g-${tag}`;
   let attacker: Account;
   let victim: Account;
+  let groupGid: number;
   let ws: Awaited<ReturnType<typeof makeWorkspace>>;
   let stash: string;
   let report: string;
@@ -83,8 +54,7 @@ describe('tyrant mode against a hostile user of the vassals directory', { skip: 
   /** Runs the attacker fixture as the attacker (primary group: the shared one). */
   function attack(mode: string, args: object, timeoutMs = 60_000): Promise<{ names?: string[]; attempts?: number }> {
     return new Promise((resolve, reject) => {
-      const gid = Number(execFileSync('getent', ['group', groupName], { encoding: 'utf8' }).split(':')[2]);
-      const child = spawn(process.execPath, [script, mode, JSON.stringify(args)], { uid: attacker.uid, gid, cwd: ws.root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [script, mode, JSON.stringify(args)], { uid: attacker.uid, gid: groupGid, cwd: ws.root, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -119,13 +89,13 @@ describe('tyrant mode against a hostile user of the vassals directory', { skip: 
   }
 
   before(async () => {
-    if (!has('group', groupName)) execFileSync('groupadd', [groupName]);
-    attacker = throwawayUser(`emp-a-${tag}`, groupName);
-    victim = throwawayUser(`emp-v-${tag}`);
+    groupGid = throwawayGroup(groupName);
+    attacker = throwawayUser(`emp-a-${tag}`, { groups: [groupName], shell: '/usr/sbin/nologin' });
+    victim = throwawayUser(`emp-v-${tag}`, { shell: '/usr/sbin/nologin' });
     ws = await makeWorkspace('emperor-attack-');
     await fs.chmod(ws.root, 0o755);
     // A shared deploy directory: group-writable, not world-writable (tyrant mode refuses that).
-    await fs.chown(ws.vassals, 0, Number(execFileSync('getent', ['group', groupName], { encoding: 'utf8' }).split(':')[2]));
+    await fs.chown(ws.vassals, 0, groupGid);
     await fs.chmod(ws.vassals, 0o775);
     stash = path.join(ws.root, 'stash');
     await fs.mkdir(stash);
@@ -144,9 +114,8 @@ describe('tyrant mode against a hostile user of the vassals directory', { skip: 
 
   after(async () => {
     if (emp && emp.child.exitCode === null) await emp.stop();
-    // Best effort: a failed test may leave a process of theirs that userdel refuses to orphan.
-    for (const account of [attacker, victim]) if (account) quietly('userdel', account.name);
-    quietly('groupdel', groupName);
+    for (const account of [attacker, victim]) if (account) removeUser(account.name);
+    removeGroup(groupName);
     if (ws) await fs.rm(ws.root, { recursive: true, force: true });
   });
 

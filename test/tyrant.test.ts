@@ -8,25 +8,27 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from './support/test.js';
 import { EmperorUnderTest, makeWorkspace, runCli } from './support/emperor.js';
+import { removeGroup, removeUser, throwawayGroup, throwawayName, throwawayUser } from './support/accounts.js';
 
-const USER = 'emperor-tyrant';
-const GROUP = 'emperor-extra';
+// Named after this process, so a concurrent run neither shares nor deletes them.
+const USER = throwawayName('emp-t-');
+const GROUP = throwawayName('emp-x-');
 
+let accounts: { uid: number; gid: number; extraGid: number; home: string } | undefined;
+/** The test user (with a home and a supplementary group), made once for this file. */
 function ensureAccounts(): { uid: number; gid: number; extraGid: number; home: string } {
-  const has = (db: string, key: string): boolean => {
-    try {
-      execFileSync('getent', [db, key], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (!has('group', GROUP)) execFileSync('groupadd', [GROUP]);
-  if (!has('passwd', USER)) execFileSync('useradd', ['--create-home', '--home-dir', `/home/${USER}`, '--shell', '/bin/sh', '--groups', GROUP, USER]);
-  const pw = execFileSync('getent', ['passwd', USER], { encoding: 'utf8' }).trim().split(':');
-  const gr = execFileSync('getent', ['group', GROUP], { encoding: 'utf8' }).trim().split(':');
-  return { uid: Number(pw[2]), gid: Number(pw[3]), extraGid: Number(gr[2]), home: pw[5]! };
+  if (!accounts) {
+    const extraGid = throwawayGroup(GROUP);
+    const u = throwawayUser(USER, { groups: [GROUP], home: `/home/${USER}` });
+    accounts = { uid: u.uid, gid: u.gid, extraGid, home: u.home };
+  }
+  return accounts;
 }
+after(() => {
+  if (!accounts) return;
+  removeUser(USER);
+  removeGroup(GROUP);
+});
 
 /** Uid, Gid and Groups lines of a running process. */
 function ids(pid: number): { uid: number; gid: number; groups: number[] } {
