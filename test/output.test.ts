@@ -49,10 +49,8 @@ function logFiles(dir: string, name: string): Map<string, number> {
 
 describe('vassal logs', { timeout: 180_000 }, () => {
   const emperors: EmperorUnderTest[] = [];
-  const mounts: string[] = [];
   after(async () => {
     await Promise.all(emperors.map((e) => e.stop()));
-    for (const m of mounts) execFileSync('umount', ['-l', m]);
   });
   const start = async (args: string[] = [], ws?: Awaited<ReturnType<typeof makeWorkspace>>) => {
     const emp = await EmperorUnderTest.start(ws ?? (await makeWorkspace()), args);
@@ -147,25 +145,35 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     const ws = await makeWorkspace();
     fs.mkdirSync(ws.logs);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0750', 'tmpfs', ws.logs]);
-    mounts.push(ws.logs);
-    const emp = await start([], ws);
-    // 1 KiB lines, 200 a second: the 256 KiB disk is full within about a second.
-    const writer = `const l = 'y'.repeat(1023) + '\\n'; let i = 0; setInterval(() => { for (let k = 0; k < 20; k++) process.stdout.write(l); i++; }, 100);`;
-    await emp.writeVassal('full.json', { command: [node, '-e', writer], logs: { max_size: 0 }, start: { ready: { delay: '10ms' } } });
-    const dropped = await emp.waitEvent('full', 'output-dropped', 0, 30_000);
-    assert.match(dropped.message, /ENOSPC/);
-    await waitFor(async () => (await emp.vassal('full')).output.droppedBytes > 20 * 1024, 'dropped bytes counted in status', 30_000);
-    const status = await emp.cli(['status', 'full']);
-    assert.match(status.stdout, /dropped output\s+\d+ bytes/);
+    // This test's own emperor and mount are cleaned up here, in that order, so a failure of
+    // either is reported under this test's name.
+    let emp: EmperorUnderTest | undefined;
+    try {
+      emp = await EmperorUnderTest.start(ws, []);
+      // 1 KiB lines, 200 a second: the 256 KiB disk is full within about a second.
+      const writer = `const l = 'y'.repeat(1023) + '\\n'; let i = 0; setInterval(() => { for (let k = 0; k < 20; k++) process.stdout.write(l); i++; }, 100);`;
+      await emp.writeVassal('full.json', { command: [node, '-e', writer], logs: { max_size: 0 }, start: { ready: { delay: '10ms' } } });
+      const dropped = await emp.waitEvent('full', 'output-dropped', 0, 30_000);
+      assert.match(dropped.message, /ENOSPC/);
+      await waitFor(async () => (await emp!.vassal('full')).output.droppedBytes > 20 * 1024, 'dropped bytes counted in status', 30_000);
+      const status = await emp.cli(['status', 'full']);
+      assert.match(status.stdout, /dropped output\s+\d+ bytes/);
 
-    // Space returns (an operator truncates the log): writing resumes, and the episode is summed up.
-    const since = emp.mark();
-    fs.truncateSync(path.join(ws.logs, 'full.log'), 0);
-    const resumed = await emp.waitEvent('full', 'output-resumed', since, 30_000);
-    assert.ok(Number(resumed.dropped_bytes) > 0);
-    assert.equal(emp.events('full', 'output-dropped').length, 1, 'reported once for the whole episode');
-    assert.ok((await emp.vassal('full')).output.droppedBytes >= Number(resumed.dropped_bytes));
-    assert.equal(emp.child.exitCode, null);
+      // Space returns (an operator truncates the log): writing resumes, and the episode is summed up.
+      const since = emp.mark();
+      fs.truncateSync(path.join(ws.logs, 'full.log'), 0);
+      const resumed = await emp.waitEvent('full', 'output-resumed', since, 30_000);
+      assert.ok(Number(resumed.dropped_bytes) > 0);
+      assert.equal(emp.events('full', 'output-dropped').length, 1, 'reported once for the whole episode');
+      assert.ok((await emp.vassal('full')).output.droppedBytes >= Number(resumed.dropped_bytes));
+      assert.equal(emp.child.exitCode, null);
+    } finally {
+      try {
+        await emp?.stop();
+      } finally {
+        execFileSync('umount', [ws.logs]);
+      }
+    }
   });
 
   it('mirroring is rate-limited per vassal; what is held back is counted and still in the log file', async () => {
