@@ -15,11 +15,14 @@ import { etcd } from './etcd.js';
 import { load } from './load.js';
 import { output } from './output.js';
 import { parse } from './parse.js';
+import { peers, peersTable } from './peers.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
 const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul];
+/** Also runnable by name; not part of a plain `npm run bench` (it runs other supervisors). */
+const ALL: readonly Section[] = [...SECTIONS, peers];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
@@ -45,15 +48,17 @@ const cleanup = (): Promise<string[]> => (cleaning ??= cleanupAll());
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   if (args.includes('-h') || args.includes('--help')) {
-    process.stdout.write(`usage: node dist/bench/run.js [SECTION...]\nsections, run in this order: ${SECTIONS.map((s) => `${s.name} (${s.title})`).join(', ')}\n`);
+    process.stdout.write(`usage: node dist/bench/run.js [--peers] [SECTION...]\nsections, run in this order: ${SECTIONS.map((s) => `${s.name} (${s.title})`).join(', ')}\n--peers (or section peers): ${peers.title}\n`);
     return 0;
   }
-  const unknown = args.filter((a) => !SECTIONS.some((s) => s.name === a));
+  // --peers: the side-by-side comparison (section peers) instead of the emperor-only sections.
+  if (args.includes('--peers')) args.splice(args.indexOf('--peers'), 1, peers.name);
+  const unknown = args.filter((a) => !ALL.some((s) => s.name === a));
   if (unknown.length > 0) {
     process.stderr.write(`bench: unknown section(s) ${unknown.join(', ')}; known: ${SECTIONS.map((s) => s.name).join(', ')}\n`);
     return 2;
   }
-  const selected = args.length === 0 ? SECTIONS : SECTIONS.filter((s) => args.includes(s.name));
+  const selected = args.length === 0 ? SECTIONS : ALL.filter((s) => args.includes(s.name));
 
   const rows: Row[] = [];
   for (const section of selected) {
@@ -71,6 +76,7 @@ async function main(): Promise<number> {
   for (const p of await cleanup()) rows.push({ section: '-', metric: 'clean-up', value: p, target: '—', status: 'error' });
 
   process.stdout.write(table(rows) + '\n');
+  if (peersTable !== undefined) process.stdout.write(`\n${peersTable}\n`);
   const failed = rows.filter((r) => r.status === 'error');
   const missed = rows.filter((r) => r.status === 'MISS');
   progress(`total ${fmtMs(now() - started)}; ${missed.length} MISS, ${failed.length} bench error(s)`);
