@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import net from 'node:net';
-import { formatDuration } from '../config/index.js';
+import { formatDuration } from '../config/duration.js';
 import type { CheckStatus, ProbeTarget } from '../config/index.js';
 import { identityArgs, setprivPath, type Identity } from '../process/index.js';
 import { runExecInThread } from './exec-runner.js';

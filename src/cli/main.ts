@@ -7,7 +7,7 @@ import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
 import { defaultLogsDir, defaultStateDir, socketPathIn } from './defaults.js';
 import { formatStatusTable, formatVassal } from './format.js';
 import { runEmperor } from './run.js';
-import { parseListen } from '../metrics/metrics.js';
+import { parseListen } from '../metrics/listen.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 import { addServiceCommands } from './service.js';
 import { addConsulCommands } from './consul.js';

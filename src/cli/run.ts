@@ -7,13 +7,11 @@ import { Emperor } from '../emperor/emperor.js';
 import { createLogger, type LogFormat, type Logger } from '../log/logger.js';
 import { DEFAULT_REGISTRAR_OPTIONS, Registrar, type RegistrarLog } from '../registrar/registrar.js';
 import type { RegistryAdapter } from '../registrar/types.js';
-import { EtcdAdapter } from '../registries/etcd/adapter.js';
 import type { EtcdConfig } from '../registries/etcd/options.js';
-import { ConsulAdapter } from '../registries/consul/adapter.js';
 import type { ConsulConfig } from '../registries/consul/options.js';
 import { claimStateDir } from '../state/state-dir.js';
 import { lockVassalsDir, type VassalsDirLock } from '../state/vassals-lock.js';
-import { createMetricsRegistry, startMetricsServer, type MetricsServer } from '../metrics/metrics.js';
+import type { MetricsServer } from '../metrics/metrics.js';
 
 export interface RunOptions {
   vassals: string;
@@ -54,11 +52,14 @@ async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string):
   const log: RegistrarLog = (level, message, fields) => logger.log(level, message, fields ?? {});
   const adapters: RegistryAdapter[] = [];
   if (o.etcd) {
+    // Loaded only when configured: etcd's client (gRPC, protobuf) is a third of an idle emperor's memory.
+    const { EtcdAdapter } = await import('../registries/etcd/adapter.js');
     adapters.push(await EtcdAdapter.connect(o.etcd, log));
     logger.info(`registering ready vassals in ${o.etcd.description}`, { event: 'registry', registry: 'etcd' });
   }
   let consulAddress: string | undefined;
   if (o.consul) {
+    const { ConsulAdapter } = await import('../registries/consul/adapter.js');
     const consul = ConsulAdapter.create(o.consul, { emperorId: emperorId(stateDir), log });
     consulAddress = consul.agentAddress;
     adapters.push(consul);
@@ -119,6 +120,8 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   let metrics: MetricsServer | undefined;
   if (o.metrics) {
     try {
+      // prom-client only with --metrics.
+      const { createMetricsRegistry, startMetricsServer } = await import('../metrics/metrics.js');
       metrics = await startMetricsServer(createMetricsRegistry(() => emperor.status()), o.metrics, (m) => logger.warn(m, { event: 'metrics-error' }));
     } catch (err) {
       await server.close();

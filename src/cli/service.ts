@@ -1,8 +1,7 @@
 // `emperor service …`: empusa's CLI (register / unregister / list) over the same etcd layout the
 // emperor writes, so scripts written for empusa keep working with `emperor service` instead.
 import { Option, type Command } from 'commander';
-import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
-import { createEtcdClient, describeEtcdError, EtcdRegistryError } from '../registries/etcd/client.js';
+import type { Etcd3, Lease } from 'etcd3';
 import { instanceKey, instancesPrefix, parseTypeName, prefixRange, segmentProblem, serviceKey, servicesPrefix } from '../registries/etcd/keys.js';
 import { addEtcdOptions, EtcdConfigError, parseHostPort, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 
@@ -89,14 +88,25 @@ async function run(name: string, fn: () => Promise<void>): Promise<void> {
   }
 }
 
+/**
+ * etcd's client library (gRPC, protobuf: a third of an idle emperor's memory) is loaded by the
+ * commands that talk to etcd, not by every start of the CLI.
+ */
+async function etcdLibrary() {
+  const [client, { EtcdLeaseInvalidError }] = await Promise.all([import('../registries/etcd/client.js'), import('etcd3')]);
+  return { ...client, EtcdLeaseInvalidError };
+}
+type EtcdLibrary = Awaited<ReturnType<typeof etcdLibrary>>;
+
 /** Run fn with an etcd client, turning etcd errors into short EtcdRegistryErrors. */
-async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3) => Promise<T>): Promise<T> {
-  const client = createEtcdClient(cfg, { callTimeoutMs: CLI_CALL_TIMEOUT_MS });
+async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3, etcd: EtcdLibrary) => Promise<T>): Promise<T> {
+  const etcd = await etcdLibrary();
+  const client = etcd.createEtcdClient(cfg, { callTimeoutMs: CLI_CALL_TIMEOUT_MS });
   try {
-    return await fn(client);
+    return await fn(client, etcd);
   } catch (err) {
-    if (err instanceof UsageError || err instanceof EtcdRegistryError) throw err;
-    throw new EtcdRegistryError(describeEtcdError(err, cfg), 'other');
+    if (err instanceof UsageError || err instanceof etcd.EtcdRegistryError) throw err;
+    throw new etcd.EtcdRegistryError(etcd.describeEtcdError(err, cfg), 'other');
   } finally {
     client.close();
   }
@@ -130,7 +140,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
   const value = Buffer.from(location);
   const what = `${type}/${name}`;
 
-  await withClient(cfg, async (client) => {
+  await withClient(cfg, async (client, etcd) => {
     if (ttl === undefined) {
       await client.kv.put({ key, value });
       process.stdout.write(`registered ${what} at ${location}\n`);
@@ -157,7 +167,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
       try {
         await within(lease.keepaliveOnce(), CLI_CALL_TIMEOUT_MS, 'lease keepalive');
       } catch (err) {
-        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+        if (!(err instanceof etcd.EtcdLeaseInvalidError)) throw err;
         lease.release();
         ({ lease, id } = await grant());
       }
@@ -178,7 +188,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
       let stopping = false;
       const tick = (): void => {
         inFlight = refreshOnce().catch((err: unknown) => {
-          process.stderr.write(`emperor service register: refresh of ${what} failed: ${describeEtcdError(err, cfg)}; retrying in ${refresh}s\n`);
+          process.stderr.write(`emperor service register: refresh of ${what} failed: ${etcd.describeEtcdError(err, cfg)}; retrying in ${refresh}s\n`);
         });
         void inFlight.then(() => {
           if (!stopping) timer = setTimeout(tick, refresh * 1000);
@@ -202,7 +212,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
     try {
       await within(lease.revoke(), 2 * CLI_CALL_TIMEOUT_MS, 'lease revocation');
     } catch (err) {
-      throw new EtcdRegistryError(`could not unregister ${what}: ${describeEtcdError(err, cfg)}; it expires within ${ttl}s`, 'unreachable');
+      throw new etcd.EtcdRegistryError(`could not unregister ${what}: ${etcd.describeEtcdError(err, cfg)}; it expires within ${ttl}s`, 'unreachable');
     }
     process.stdout.write(`unregistered ${what}\n`);
   });

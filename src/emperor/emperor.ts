@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { loadVassalFile, type LoadOptions } from '../config/load.js';
+import { loadVassalFile, type LoadOptions } from '../config/load-file.js';
 import { VassalParser } from '../config/parse-pool.js';
 import { ConfigError } from '../config/errors.js';
 import type { Identity } from '../process/identity.js';

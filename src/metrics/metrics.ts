@@ -3,6 +3,8 @@ import { clientErrorHandler, keepListening, lingeringClose } from '../api/harden
 import client from 'prom-client';
 import type { EmperorStatus } from '../emperor/emperor.js';
 
+export { parseListen } from './listen.js';
+
 const STATES = ['invalid', 'stopped', 'starting', 'running', 'backoff', 'stopping', 'exited', 'fatal'] as const;
 const STATUSES = ['passing', 'warning', 'critical'] as const;
 
@@ -198,15 +200,6 @@ export function createMetricsRegistry(status: () => EmperorStatus): client.Regis
     },
   });
   return registry;
-}
-
-/** host:port, :port or port → where to listen; loopback unless a host is named. */
-export function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:(\[[^\]]+\]|[^:]*):)?(\d{1,5})$/.exec(value.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !(port >= 1 && port <= 65535)) throw new Error(`expected HOST:PORT, :PORT or PORT (port 1-65535), got "${value}"`);
-  const host = (m[1] ?? '').replace(/^\[|\]$/g, '') || '127.0.0.1';
-  return { host, port };
 }
 
 export interface MetricsServer {

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { classifyVassalFile } from '../config/names.js';
-import { loadVassalFile, type LoadOptions } from '../config/load.js';
+import { loadVassalFile, type LoadOptions } from '../config/load-file.js';
 import type { ConfigError } from '../config/errors.js';
 import { signatureOf, type FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
