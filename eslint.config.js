@@ -41,7 +41,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['**/*.js', 'bin/*'],
+    files: ['**/*.js', '**/*.mjs', 'bin/*'],
     languageOptions: { globals: globals.node },
   },
 );
