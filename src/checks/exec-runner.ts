@@ -1,70 +1,124 @@
-// The emperor's side of the exec-probe thread (exec-worker.ts): one worker, started on the
-// first exec probe, re-started if it ever dies (its in-flight probes then fail as critical).
-import { Worker } from 'node:worker_threads';
+// The emperor's side of the exec-probe helper (exec-helper.ts): one small child process that
+// spawns every exec probe, started on the first one, re-started if it ever dies (its in-flight
+// probes then fail as critical, and their process groups are killed here).
+//
+// Why a process: spawn() forks the calling process and returns only once the child has exec'd.
+// fork() copies the page tables of the whole process and write-protects its memory; with 200
+// vassals the emperor holds ~150 MB, which made each spawn cost ~10 ms and capped exec probes
+// at ~100/s on a busy two-core machine (and the copy-on-write faults slowed its main thread).
+// The helper holds a few MB of heap, so its forks are cheap, and the emperor's main thread only
+// passes small messages. (Before, one worker thread of the emperor spawned the probes: off the
+// event loop, but still forking the whole emperor.)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Identity } from '../process/identity.js';
-import type { ProbeContext, ProbeResult } from './probe.js';
+import { killGroup } from './exec-probe.js';
+import type { ProbeContext, ProbeResult } from './probe-common.js';
 
-export interface ExecRequest {
-  readonly type: 'run';
-  readonly id: number;
-  readonly argv: readonly string[];
-  readonly timeoutMs: number;
-  readonly cwd: string;
-  readonly env: Readonly<Record<string, string>>;
-  readonly identity: Identity | undefined;
+export type HelperRequest =
+  | {
+      readonly type: 'run';
+      readonly id: number;
+      readonly argv: readonly string[];
+      readonly timeoutMs: number;
+      readonly cwd: string;
+      readonly env: Readonly<Record<string, string>>;
+      readonly identity: Identity | null;
+    }
+  | { readonly type: 'abort'; readonly id: number };
+export type HelperReply = { readonly type: 'started'; readonly id: number; readonly pid: number } | { readonly type: 'result'; readonly id: number; readonly result: ProbeResult };
+
+const HELPER = fileURLToPath(new URL('./exec-helper.js', import.meta.url));
+/**
+ * A small young generation: the helper's garbage is short-lived buffers and messages, and every
+ * megabyte it holds is copied by each fork (V8 would otherwise grow it to tens of MB).
+ */
+const HELPER_FLAGS = ['--max-semi-space-size=1'];
+
+interface Pending {
+  readonly done: (r: ProbeResult) => void;
+  pgid: number | undefined;
 }
-export type ExecMessage = ExecRequest | { readonly type: 'abort'; readonly id: number };
-export interface ExecReply {
-  readonly id: number;
-  readonly result: ProbeResult;
-}
 
-let worker: Worker | undefined;
-let nextId = 1;
-const pending = new Map<number, (r: ProbeResult) => void>();
+class Helper {
+  readonly child: ChildProcess;
+  readonly pending = new Map<number, Pending>();
+  private dead = false;
 
-function failAll(why: string): void {
-  worker = undefined;
-  for (const [id, done] of pending) {
-    pending.delete(id);
-    done({ status: 'critical', output: `exec probe thread failed: ${why}` });
+  constructor(onDeath: (h: Helper) => void) {
+    // Its own process group: a Ctrl-C meant for the emperor must not kill in-flight probes
+    // behind its back; the emperor's exit (the IPC channel closing) ends it instead.
+    this.child = spawn(process.execPath, [...HELPER_FLAGS, HELPER], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true, serialization: 'json' });
+    const fail = (why: string): void => {
+      if (this.dead) return;
+      this.dead = true;
+      onDeath(this);
+      for (const [id, p] of this.pending) {
+        this.pending.delete(id);
+        // Its probes lost their parent and whoever would have timed them out.
+        if (p.pgid !== undefined) killGroup(p.pgid);
+        p.done({ status: 'critical', output: `exec probe helper failed: ${why}` });
+      }
+    };
+    this.child.on('message', (reply: HelperReply) => {
+      const p = this.pending.get(reply.id);
+      if (p === undefined) return;
+      if (reply.type === 'started') {
+        p.pgid = reply.pid;
+        return;
+      }
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) this.idle(true);
+      p.done(reply.result);
+    });
+    this.child.on('error', (err) => fail(err.message));
+    this.child.on('exit', (code, signal) => fail(signal !== null ? `killed by ${signal}` : `exited with code ${code}`));
+    // Idle, it must not keep the emperor alive; while a probe runs it does, as a spawned child
+    // would.
+    this.idle(true);
+  }
+
+  idle(yes: boolean): void {
+    if (yes) {
+      this.child.unref();
+      this.child.channel?.unref();
+    } else {
+      this.child.ref();
+      this.child.channel?.ref();
+    }
+  }
+
+  send(msg: HelperRequest): void {
+    if (!this.dead && this.child.connected) this.child.send(msg);
   }
 }
 
-function thread(): Worker {
-  if (worker) return worker;
-  const w = new Worker(new URL('./exec-worker.js', import.meta.url));
-  w.on('message', (reply: ExecReply) => {
-    const done = pending.get(reply.id);
-    pending.delete(reply.id);
-    if (pending.size === 0) w.unref();
-    done?.(reply.result);
+let current: Helper | undefined;
+let nextId = 1;
+
+function helper(): Helper {
+  current ??= new Helper((h) => {
+    if (current === h) current = undefined;
   });
-  w.on('error', (err) => failAll(err.message));
-  w.on('exit', (code) => {
-    if (worker === w) failAll(`exited with code ${code}`);
-  });
-  // Idle, it must not keep the process alive; while a probe runs it does, as a spawned child
-  // would (unref'd after the listeners, since adding them refs it).
-  w.unref();
-  worker = w;
-  return w;
+  return current;
 }
 
-/** Run an exec probe on the probe thread; same contract as runProbe (never throws). */
-export function runExecInThread(argv: readonly string[], ctx: ProbeContext): Promise<ProbeResult> {
+/** Run an exec probe in the helper process; same contract as runProbe (never throws). */
+export function runExecProbe(argv: readonly string[], ctx: ProbeContext): Promise<ProbeResult> {
   if (ctx.signal?.aborted === true) return Promise.resolve({ status: 'critical', output: 'aborted' });
-  const w = thread();
+  const h = helper();
   const id = nextId++;
   return new Promise<ProbeResult>((resolve) => {
-    const onAbort = (): void => w.postMessage({ type: 'abort', id } satisfies ExecMessage);
-    pending.set(id, (r) => {
-      ctx.signal?.removeEventListener('abort', onAbort);
-      resolve(r);
+    const onAbort = (): void => h.send({ type: 'abort', id });
+    h.pending.set(id, {
+      pgid: undefined,
+      done: (r) => {
+        ctx.signal?.removeEventListener('abort', onAbort);
+        resolve(r);
+      },
     });
     ctx.signal?.addEventListener('abort', onAbort, { once: true });
-    if (pending.size === 1) w.ref();
-    const req: ExecRequest = { type: 'run', id, argv: [...argv], timeoutMs: ctx.timeoutMs, cwd: ctx.cwd, env: { ...ctx.env }, identity: ctx.identity };
-    w.postMessage(req);
+    if (h.pending.size === 1) h.idle(false);
+    h.send({ type: 'run', id, argv: [...argv], timeoutMs: ctx.timeoutMs, cwd: ctx.cwd, env: { ...ctx.env }, identity: ctx.identity ?? null });
   });
 }

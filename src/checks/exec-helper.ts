@@ -1,0 +1,43 @@
+// The exec-probe helper process: spawns exec probes for the emperor (exec-runner.ts says why a
+// separate process). Requests and results travel over the IPC channel; it exits when that
+// closes, and SIGKILLs the process group of every probe still running before it does, so the
+// emperor dying (even by SIGKILL) leaves no probe behind.
+import { probeExecHere, killGroup } from './exec-probe.js';
+import type { HelperReply, HelperRequest } from './exec-runner.js';
+
+if (process.send === undefined) throw new Error('exec-helper.js runs as the emperor\'s child, with an IPC channel');
+
+const running = new Map<number, { controller: AbortController; pgid: number | undefined }>();
+
+function send(reply: HelperReply): void {
+  // After a disconnect there is nobody left to tell; the exit below follows.
+  if (process.connected) process.send?.(reply);
+}
+
+function killAllAndExit(code: number): never {
+  for (const r of running.values()) if (r.pgid !== undefined) killGroup(r.pgid);
+  process.exit(code);
+}
+
+process.on('message', (msg: HelperRequest) => {
+  if (msg.type === 'abort') {
+    running.get(msg.id)?.controller.abort();
+    return;
+  }
+  const entry = { controller: new AbortController(), pgid: undefined as number | undefined };
+  running.set(msg.id, entry);
+  const ctx = { timeoutMs: msg.timeoutMs, cwd: msg.cwd, env: msg.env, identity: msg.identity ?? undefined, signal: entry.controller.signal };
+  void probeExecHere(msg.argv, ctx, (pid) => {
+    entry.pgid = pid;
+    send({ type: 'started', id: msg.id, pid });
+  }).then((result) => {
+    running.delete(msg.id);
+    send({ type: 'result', id: msg.id, result });
+  });
+});
+process.on('disconnect', () => killAllAndExit(0));
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => killAllAndExit(0));
+process.on('uncaughtException', (err) => {
+  process.stderr.write(`emperor exec-probe helper: ${err.stack ?? err.message}\n`);
+  killAllAndExit(70);
+});
