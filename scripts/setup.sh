@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when it is missing (a no-op run takes well under a second):
-#   - Debian packages: etcd-server (etcd), etcd-client (etcdctl), prometheus (promtool), util-linux (setpriv)
+#   - Debian packages: etcd-server (etcd), etcd-client (etcdctl), prometheus (promtool), util-linux (setpriv),
+#     uwsgi + uwsgi-plugin-python3 (the uWSGI vassal tests run a real uWSGI serving a WSGI app)
 #   - node_modules via `npm ci` when missing or older than package-lock.json
 # Prints one line per thing it did. Safe to run repeatedly; needs root (or sudo) only when installing.
 set -euo pipefail
@@ -16,6 +17,7 @@ declare -A pkg_for=(
   [etcdctl]=etcd-client
   [promtool]=prometheus
   [setpriv]=util-linux
+  [uwsgi]=uwsgi
 )
 
 # --runtime: only what running the emperor needs (npm packages); the Debian tools are for tests.
@@ -23,12 +25,16 @@ runtime_only=0
 [[ "${1:-}" == "--runtime" ]] && runtime_only=1
 
 missing=()
-for bin in etcd etcdctl promtool setpriv; do
+for bin in etcd etcdctl promtool setpriv uwsgi; do
   ((runtime_only)) && [[ $bin != setpriv ]] && continue
   if ! command -v "$bin" >/dev/null 2>&1; then
     missing+=("${pkg_for[$bin]}")
   fi
 done
+# The python3 plugin is a file, not a binary on PATH.
+if ((!runtime_only)) && [[ ! -e /usr/lib/uwsgi/plugins/python3_plugin.so ]]; then
+  missing+=(uwsgi-plugin-python3)
+fi
 
 if ((${#missing[@]} > 0)); then
   SUDO=()
@@ -68,7 +74,7 @@ if ((${#missing[@]} > 0)); then
   trap - EXIT
 
   # Belt and braces: if a service got started anyway (e.g. policy-rc.d ignored), stop it.
-  for svc in etcd prometheus; do
+  for svc in etcd prometheus uwsgi; do
     if [[ -x /etc/init.d/$svc ]] && "${SUDO[@]}" /etc/init.d/"$svc" status >/dev/null 2>&1; then
       "${SUDO[@]}" /etc/init.d/"$svc" stop >/dev/null 2>&1 || true
       say "stopped the system $svc service started by its package"

@@ -70,6 +70,10 @@ void describe('parseVassal: formats and defaults', () => {
       onCritical: null,
       stop: { signal: 'SIGTERM', timeoutMs: 10_000, drainMs: 0 },
       service: null,
+      consul: null,
+      emperorProtocol: false,
+      heartbeatTimeoutMs: 30_000,
+      kind: 'command',
       user: null,
       group: null,
       logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
@@ -324,7 +328,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, user, group, logs, limits, limits_required)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, consul, emperor_protocol, heartbeat_timeout, user, group, logs, limits, limits_required)',
       ),
       error.message,
     );
@@ -605,7 +609,7 @@ void describe('start.ready', () => {
   void it('requires exactly one kind', () => {
     const none = readyError('{}');
     assert.equal(none.field, 'start.ready');
-    assert.match(none.message, /expected exactly one of tcp, http, exec, notify or delay, got an empty mapping/);
+    assert.match(none.message, /expected exactly one of tcp, http, exec, notify, delay or emperor, got an empty mapping/);
     assert.match(readyError('{interval: 1s}').message, /start\.ready: expected exactly one of .*, got only interval/);
     const two = readyError('{tcp: "a:1", http: "http://a/"}');
     assert.equal(two.field, 'start.ready.http');
@@ -675,7 +679,7 @@ void describe('start.ready', () => {
   void it('names unknown fields in start.ready', () => {
     const error = readyError('{tpc: "a:1"}');
     assert.equal(error.field, 'start.ready.tpc');
-    assert.match(error.message, /unknown field \(allowed: tcp, http, exec, notify, delay, interval\); did you mean tcp\?$/);
+    assert.match(error.message, /unknown field \(allowed: tcp, http, exec, notify, emperor, delay, interval\); did you mean tcp\?$/);
     assert.match(fails(withCommand('start: {redy: {tcp: "a:1"}}\n')).message, /start\.redy: unknown field \(allowed: timeout, ready\)/);
   });
 });

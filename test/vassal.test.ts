@@ -127,7 +127,8 @@ describe('Vassal through its table (fake process layer)', () => {
     assert.equal(h.vassal.state, 'starting');
     const p = await h.layer.nth(1);
     assert.equal(h.vassal.state, 'starting', 'spawned is not ready');
-    assert.equal(p.req.env.NOTIFY_FD, '3');
+    assert.equal(p.req.env.NOTIFY_FD, '4');
+    assert.equal(p.req.env.UWSGI_EMPEROR_FD, '3', 'every vassal gets the Emperor protocol fd');
     p.ready();
     await h.until('running');
     assert.deepEqual(h.states, ['starting', 'running']);

@@ -17,8 +17,46 @@ export interface ReadyContext {
   readonly identity?: Identity | undefined;
   /** For 'notify': the read end of the vassal's NOTIFY_FD. */
   readonly notify?: NodeJS.ReadableStream;
+  /** For 'emperor': the vassal's Emperor protocol link (src/vassal/emperor-link.ts). */
+  readonly emperor?: EmperorChannel;
   /** Called with every failed probe attempt, e.g. to say why a start timed out. */
   readonly onAttempt?: (result: ProbeResult) => void;
+}
+
+/** What an 'emperor' readiness wait needs of the vassal's Emperor protocol link. */
+export interface EmperorChannel {
+  readonly isOpen: boolean;
+  once(event: 'accepting' | 'closed', listener: () => void): unknown;
+  off(event: 'accepting' | 'closed', listener: () => void): unknown;
+}
+
+/** Resolves on the vassal's next byte 5; rejects when its end of the channel closes first. */
+function waitEmperor(ctx: ReadyContext): Promise<void> {
+  const link = ctx.emperor;
+  if (link === undefined || !link.isOpen) return Promise.reject(new Error('the vassal has no open Emperor protocol channel ($UWSGI_EMPEROR_FD)'));
+  const { signal } = ctx;
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      link.off('accepting', onAccepting);
+      link.off('closed', onClosed);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAccepting = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onClosed = (): void => {
+      cleanup();
+      reject(new Error('closed $UWSGI_EMPEROR_FD without sending byte 5 (ready to accept requests)'));
+    };
+    const onAbort = (): void => {
+      cleanup();
+      reject(abortError(signal));
+    };
+    link.once('accepting', onAccepting);
+    link.once('closed', onClosed);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** Lower and upper bound of one readiness probe attempt's timeout. */
@@ -176,6 +214,8 @@ export async function waitReady(ready: ResolvedReadySpec, ctx: ReadyContext): Pr
       return waitProbe(ready, ctx);
     case 'notify':
       return waitNotify(ctx);
+    case 'emperor':
+      return waitEmperor(ctx);
     case 'delay':
       return sleep(ready.ms, ctx.signal);
   }

@@ -84,6 +84,7 @@ const run = program
   .option('--no-watch', 'do not use file-change events; find changes by rescanning only (network filesystems)')
   .addOption(new Option('--tyrant', 'run each vassal as the owner of its file (uid, gid, groups, HOME, USER); needs root').env('EMPEROR_TYRANT'))
   .addOption(new Option('--tyrant-allow-root', 'in tyrant mode, also accept root-owned vassal files').env('EMPEROR_TYRANT_ALLOW_ROOT'))
+  .addOption(new Option('--uwsgi-bin <path>', 'the uWSGI binary that runs .ini vassals (`uwsgi --ini FILE`)').env('EMPEROR_UWSGI_BIN').default('uwsgi'))
   .addOption(new Option('--no-cgroups', 'contain vassals by process group only, even where a cgroup per vassal is possible').env('EMPEROR_NO_CGROUPS'))
   .addOption(
     new Option('--metrics <listen>', 'serve Prometheus metrics at http://LISTEN/metrics (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
@@ -140,6 +141,7 @@ run.action(
       tyrant?: boolean;
       tyrantAllowRoot?: boolean;
       cgroups: boolean;
+      uwsgiBin: string;
     } & EtcdCliOptions &
       ConsulCliOptions,
   ) => {
@@ -175,6 +177,7 @@ run.action(
         tyrant: Boolean(o.tyrant),
         tyrantAllowRoot: Boolean(o.tyrantAllowRoot),
         cgroups: o.cgroups,
+        uwsgiBin: o.uwsgiBin,
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);

@@ -37,6 +37,8 @@ export interface RunOptions {
   tyrantAllowRoot: boolean;
   /** false: process groups only (--no-cgroups). */
   cgroups: boolean;
+  /** Runs .ini vassals (--uwsgi-bin). */
+  uwsgiBin?: string;
 }
 
 /**
@@ -115,6 +117,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     rescanMs: o.rescanMs,
     useEvents: o.useEvents,
     containment: o.cgroups ? 'auto' : 'process-group',
+    ...(o.uwsgiBin ? { uwsgiBin: o.uwsgiBin } : {}),
   });
   const server = await startControlServer(emperor, state.socketPath, logger);
   let metrics: MetricsServer | undefined;

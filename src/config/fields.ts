@@ -133,6 +133,13 @@ export const notifyFlag = z.literal(true, {
       : expectedGot('true', issue.input),
 });
 
+export const emperorFlag = z.literal(true, {
+  error: (issue) =>
+    issue.input === false
+      ? 'expected true, got false; for another readiness gate use tcp, http, exec, notify or delay instead of emperor'
+      : expectedGot('true', issue.input),
+});
+
 // ---- the process's environment -------------------------------------------------------------
 
 export const cwd = z

@@ -13,6 +13,14 @@ const sha256 = (data: string | Uint8Array): string => createHash('sha256').updat
 /** The parse in this thread, for callers that give no parse of their own. */
 const parseHere = async (bytes: Buffer, file: string): Promise<VassalParseResult> => (await import('./load.js')).parseVassal(bytes, file);
 
+/**
+ * What "the file changed" compares: the content (YAML, JSON), and for .ini vassals also the
+ * modification time, since touching an .ini is how a uWSGI Emperor user asks for a reload.
+ */
+export function changeKey(spec: VassalSpec, facts: { readonly mtimeMs: number }): string {
+  return spec.kind === 'uwsgi' ? `${spec.hash}@${facts.mtimeMs}` : spec.hash;
+}
+
 export interface LoadOptions {
   /** Follow a symbolic link at the path (default true); tyrant mode refuses links instead. */
   readonly followSymlinks?: boolean;

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { describeValue, isPlainMapping } from './describe.js';
-import { deepFreeze, plainDataProblem, type DocumentParse } from './data.js';
+import { deepFreeze, plainDataProblem } from './data.js';
 import { ConfigError } from './errors.js';
 import { issuesToConfigError, wordIssue } from './issues.js';
 import { parseJson } from './json.js';
@@ -12,6 +12,7 @@ import { classifyVassalFile } from './names.js';
 import { vassalSchema } from './schema.js';
 import type { VassalSpec } from './spec.js';
 import { parseYaml } from './yaml.js';
+import { iniDocument } from './ini-vassal.js';
 
 
 /** transient: not a verdict on the file (the parser could not run: out of fds or memory); try again later. */
@@ -36,14 +37,29 @@ function decode(bytes: Uint8Array): { ok: true; text: string } | { ok: false; pr
   }
 }
 
-function parseText(text: string, file: string): DocumentParse {
-  return path.extname(file) === '.json' ? parseJson(text) : parseYaml(text);
+/** optionFor: an .ini vassal's map from document fields back to its options. */
+type Parsed = { ok: true; value: unknown; optionFor?: (field: string) => string | undefined } | { ok: false; problem: string; field?: string | undefined };
+
+function parseText(text: string, file: string): Parsed {
+  const ext = path.extname(file);
+  if (ext === '.ini') {
+    const ini = iniDocument(text, file);
+    return ini.ok ? { ok: true, value: ini.document, optionFor: ini.optionFor } : ini;
+  }
+  return ext === '.json' ? parseJson(text) : parseYaml(text);
+}
+
+/** An .ini vassal's errors name the option as written in the file (consul-service-port), not the field it maps to. */
+function inFileTerms(error: ConfigError, optionFor: ((field: string) => string | undefined) | undefined): ConfigError {
+  if (optionFor === undefined || error.field === undefined) return error;
+  const option = optionFor(error.field);
+  return option === undefined ? error : new ConfigError(error.file, error.problem, { field: option });
 }
 
 function parseUnchecked(content: string | Buffer, file: string): VassalParseResult {
   const classified = classifyVassalFile(path.basename(file));
   if (classified.kind === 'ignored') {
-    return failure(file, 'not a vassal file (expected a name ending in .yaml, .yml or .json, not hidden and not an editor backup)');
+    return failure(file, 'not a vassal file (expected a name ending in .yaml, .yml, .json or .ini, not hidden and not an editor backup)');
   }
   if (classified.kind === 'bad-name') {
     return failure(file, `invalid vassal name ${JSON.stringify(classified.name)}: ${classified.reason}`);
@@ -56,7 +72,7 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
   if (decoded.text.trim() === '') return failure(file, 'file is empty');
 
   const parsed = parseText(decoded.text, file);
-  if (!parsed.ok) return failure(file, parsed.problem);
+  if (!parsed.ok) return { ok: false, error: new ConfigError(file, parsed.problem, { field: parsed.field }) };
   const dataProblem = plainDataProblem(parsed.value);
   if (dataProblem !== undefined) return failure(file, dataProblem);
   if (!isPlainMapping(parsed.value)) {
@@ -64,10 +80,11 @@ function parseUnchecked(content: string | Buffer, file: string): VassalParseResu
   }
 
   const result = vassalSchema.safeParse(parsed.value, { reportInput: true, error: wordIssue });
-  if (!result.success) return { ok: false, error: issuesToConfigError(file, result.error.issues) };
+  if (!result.success) return { ok: false, error: inFileTerms(issuesToConfigError(file, result.error.issues), parsed.optionFor) };
   const { service, cwd, ...fields } = result.data;
   const spec: VassalSpec = {
     ...fields,
+    kind: parsed.optionFor === undefined ? 'command' : 'uwsgi',
     name: classified.name,
     file,
     hash: sha256(bytes),

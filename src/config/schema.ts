@@ -23,6 +23,7 @@ import {
   memoryLimit,
   meta,
   notifyFlag,
+  emperorFlag,
   openFiles,
   pidsLimit,
   portNumber,
@@ -55,6 +56,8 @@ export const DEFAULTS = deepFreeze({
     failuresBeforeCritical: 1,
   },
   stop: { signal: 'SIGTERM', timeoutMs: 10_000, drainMs: 0 },
+  /** A vassal that has sent one Emperor-protocol heartbeat (byte 26) and then none for this long is hung (uWSGI's emperor-required-heartbeat). */
+  heartbeatTimeoutMs: 30_000,
   /** 10M × (5 + 1): at most 60 MiB of logs per vassal. */
   logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
 } as const);
@@ -106,7 +109,7 @@ const backoff = z
 
 // ---- readiness ----------------------------------------------------------------------------
 
-const READY_KINDS = ['tcp', 'http', 'exec', 'notify', 'delay'] as const;
+const READY_KINDS = ['tcp', 'http', 'exec', 'notify', 'delay', 'emperor'] as const;
 const PROBE_KINDS = ['tcp', 'http', 'exec'] as const;
 
 /** When a started vassal counts as ready (running). */
@@ -116,6 +119,7 @@ const ready = z
     http: httpTarget.optional(),
     exec: execTarget.optional(),
     notify: notifyFlag.optional(),
+    emperor: emperorFlag.optional(),
     delay: duration.optional(),
     interval: positiveDuration.optional(),
   })
@@ -130,10 +134,14 @@ const ready = z
     if (kind === undefined) return refuse(ctx, `expected ${expected}, got ${raw.interval === undefined ? 'an empty mapping' : 'only interval'}`);
     // With two kinds, point at the second: the first one is the likelier intent.
     if (second !== undefined) return refuse(ctx, `expected ${expected}, got both ${kind} and ${second}; keep one`, [second]);
-    if (kind === 'notify' || kind === 'delay') {
+    if (kind === 'notify' || kind === 'delay' || kind === 'emperor') {
       if (raw.interval !== undefined) return refuse(ctx, `interval only applies to ${orList(PROBE_KINDS)} probes, not to ${kind}; remove it`, ['interval']);
-      /** notify: the app writes READY=1 and a newline to the fd named in $NOTIFY_FD (s6 / sd_notify style); delay: ready after staying up this long. */
-      return kind === 'notify' ? ({ kind: 'notify' } as const) : ({ kind: 'delay', ms: raw.delay ?? 0 } as const);
+      /**
+       * notify: the app writes READY=1 and a newline to the fd named in $NOTIFY_FD (s6 / sd_notify style);
+       * emperor: the app sends byte 5 on $UWSGI_EMPEROR_FD (the uWSGI Emperor protocol); delay: ready after staying up this long.
+       */
+      if (kind === 'delay') return { kind: 'delay', ms: raw.delay ?? 0 } as const;
+      return kind === 'notify' ? ({ kind: 'notify' } as const) : ({ kind: 'emperor' } as const);
     }
     const probe = raw[kind];
     if (probe === undefined) return z.NEVER; // unreachable: `kind` was picked because it is set
@@ -305,6 +313,23 @@ const service = z
     };
   });
 
+// ---- per-vassal Consul agent (the uWSGI–Consul draft's consul-agent) ------------------------
+
+const CONSISTENCY = ['default', 'consistent', 'stale'] as const;
+
+/** The vassal's own Consul agents (failover in order; none = the emperor's --consul-agent), and the draft's consistency mode. */
+const consul = z
+  .strictObject({ agents: z.array(tcpTarget).optional(), consistency: z.enum(CONSISTENCY).optional() })
+  .optional()
+  .transform((raw) =>
+    raw === undefined
+      ? null
+      : {
+          agents: [...new Set((raw.agents ?? []).map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)))],
+          consistency: raw.consistency ?? 'default',
+        },
+  );
+
 // ---- logs ---------------------------------------------------------------------------------
 
 /** Size-based rotation of the vassal's log file (src/output/logfile.ts). */
@@ -358,6 +383,10 @@ export const vassalSchema = z
     checks,
     on_critical: onCritical,
     service,
+    consul,
+    /** Speaks the uWSGI Emperor protocol on $UWSGI_EMPEROR_FD: ready on byte 5 (unless start.ready says otherwise), stopped with byte 0 (SIGKILL after stop.timeout). */
+    emperor_protocol: z.boolean().default(false),
+    heartbeat_timeout: positiveDuration.optional(),
     /** Run as this user / group (name or numeric id); honoured only when the emperor runs as root. */
     user: orNull(account),
     group: orNull(account),
@@ -367,7 +396,7 @@ export const vassalSchema = z
     limits_required: z.boolean().default(false),
   })
   // Fields named alike in the file and in the spec pass through as they are.
-  .transform(({ command: written, on_critical: onCritical, limits_required: limitsRequired, ...fields }, ctx) => {
+  .transform(({ command: written, on_critical: onCritical, limits_required: limitsRequired, emperor_protocol: emperorProtocol, heartbeat_timeout: heartbeat, ...fields }, ctx) => {
     /** Final argv. With `shell: true` this is ['/bin/sh', '-c', command]. */
     let argv: string[] = [];
     if (typeof written === 'string') {
@@ -380,7 +409,8 @@ export const vassalSchema = z
     } else {
       argv = written;
     }
-    return { ...fields, argv, onCritical, limitsRequired };
+    if (fields.consul !== null && fields.service === null) refuse(ctx, 'a Consul agent for this vassal needs a service to register (service: or consul-service-name)', ['consul']);
+    return { ...fields, argv, onCritical, limitsRequired, emperorProtocol, heartbeatTimeoutMs: heartbeat ?? DEFAULTS.heartbeatTimeoutMs };
   });
 
 /** The document after validation; load.ts adds name, file, hash and resolves cwd and the service name. */

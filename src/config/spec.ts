@@ -41,7 +41,12 @@ export type VassalSpec = Frozen<
     cwd: string;
     /** Registration in etcd/Consul; null = supervised but never registered. */
     service: ServiceSpec | null;
+    /**
+     * command: argv as written (YAML, JSON). uwsgi: an .ini file, run as `<--uwsgi-bin> --ini <file>`,
+     * reloaded in place (Emperor protocol byte 1) when touched, as the uWSGI Emperor does.
+     */
+    kind: 'command' | 'uwsgi';
   }
 >;
 
-export const VASSAL_EXTENSIONS = ['.yaml', '.yml', '.json'] as const;
+export const VASSAL_EXTENSIONS = ['.yaml', '.yml', '.json', '.ini'] as const;

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { loadVassalFile, type LoadOptions } from '../config/load-file.js';
+import { changeKey, loadVassalFile, type LoadOptions } from '../config/load-file.js';
 import { VassalParser } from '../config/parse-pool.js';
 import { ConfigError } from '../config/errors.js';
 import type { Identity } from '../process/identity.js';
@@ -54,6 +54,8 @@ export interface EmperorOptions {
   readonly containment?: 'auto' | 'process-group';
   /** The probe budget whose lag is reported (default: the process-wide one every check uses). */
   readonly probeBudget?: ProbeBudget;
+  /** The uWSGI binary for .ini vassals (default `uwsgi` on PATH). */
+  readonly uwsgiBin?: string;
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -88,6 +90,8 @@ interface Entry {
   removed: boolean;
   /** Bumped by every file event, so only the latest one's async work is applied. */
   seq: number;
+  /** changeKey of the spec the vassal was last given: content, and for .ini also mtime. */
+  key: string | undefined;
 }
 
 export class ControlError extends Error {
@@ -123,6 +127,18 @@ const CONTROL_SLACK_MS = 10_000;
 /** How long one control action on a vassal with this spec may take before its request gets a 409. */
 function actionBoundMs(spec: VassalSpec): number {
   return spec.stop.drainMs + spec.stop.timeoutMs + spec.start.timeoutMs + CONTROL_SLACK_MS;
+}
+
+/**
+ * A reload: an .ini vassal (uWSGI) reloads in place through the Emperor protocol, as under the
+ * uWSGI Emperor, unless what the emperor itself sets up for the process changed (who it runs
+ * as, where, its environment and limits): that needs a new process, so a graceful restart.
+ */
+function reloadVassal(vassal: Vassal, spec: VassalSpec): Promise<void> {
+  const running = vassal.runningSpec;
+  const setup = (s: VassalSpec): string => JSON.stringify([s.kind, s.file, s.cwd, s.env, s.user, s.group, s.limits, s.logs]);
+  if (spec.kind === 'uwsgi' && setup(running) === setup(spec)) return vassal.reloadInPlace(spec);
+  return vassal.restart(spec);
 }
 
 function nameOfFile(file: string): string {
@@ -275,7 +291,7 @@ export class Emperor {
     }
     this.conflicts.delete(file);
     if (!entry) {
-      entry = { name, file, vassal: undefined, fileError: undefined, removed: false, seq: 0 };
+      entry = { name, file, vassal: undefined, fileError: undefined, removed: false, seq: 0, key: undefined };
       this.entries.set(name, entry);
     }
     entry.file = file;
@@ -298,7 +314,7 @@ export class Emperor {
         return;
       }
       if (iv.identity) this.identities.set(spec, iv.identity);
-      this.apply(current, spec, wasRemoved);
+      this.apply(current, spec, changeKey(spec, verdict.facts), wasRemoved);
     });
   }
 
@@ -321,9 +337,9 @@ export class Emperor {
     return undefined;
   }
 
-  private apply(entry: Entry, spec: VassalSpec, wasRemoved: boolean): void {
+  private apply(entry: Entry, spec: VassalSpec, key: string, wasRemoved: boolean): void {
     const { name, file } = entry;
-    const unchanged = entry.vassal !== undefined && spec.hash === entry.vassal.spec.hash && !wasRemoved;
+    const unchanged = entry.vassal !== undefined && key === entry.key && !wasRemoved;
     const refusal = unchanged ? undefined : this.limitsRefusal(spec);
     if (refusal) {
       this.markInvalid(entry, refusal, wasRemoved);
@@ -334,16 +350,20 @@ export class Emperor {
     this.changed(name);
     if (!entry.vassal) {
       this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
+      entry.key = key;
       entry.vassal = this.createVassal(spec);
       entry.vassal.start();
       return;
     }
-    if (spec.hash === entry.vassal.spec.hash && !wasRemoved) {
+    if (unchanged) {
       if (hadError) this.log.info('vassal file is valid again; nothing changed', { vassal: name, event: 'file-fixed' });
       return;
     }
-    this.log.info(`${file} changed; reloading`, { vassal: name, event: 'reload' });
-    void entry.vassal.restart(spec);
+    const touched = spec.hash === entry.vassal.spec.hash && !wasRemoved;
+    this.log.info(`${file} ${touched ? 'touched' : 'changed'}; reloading`, { vassal: name, event: 'reload' });
+    entry.key = key;
+    // A removed file's vassal is stopping: coming back is a new deploy, never an in-place reload.
+    void (wasRemoved ? entry.vassal.restart(spec) : reloadVassal(entry.vassal, spec));
   }
 
   private onRemove(file: string): void {
@@ -376,6 +396,7 @@ export class Emperor {
       mirrorOutput: this.opts.mirrorOutput,
       ...(this.opts.mirrorLimit ? { mirrorLimit: this.opts.mirrorLimit } : {}),
       baseEnv: this.baseEnv,
+      ...(this.opts.uwsgiBin ? { uwsgiBin: this.opts.uwsgiBin } : {}),
       guardian: this.guardian,
       records: this.records,
       containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n) },
@@ -401,6 +422,13 @@ export class Emperor {
       vassal.on('health', () => {
         const reg = this.registrationOf(vassal);
         if (vassal.state === 'running' && reg) registrar.healthChanged(vassal.name, reg);
+      });
+      // An in-place reload may have changed what is registered (consul-service-* options).
+      vassal.on('reloaded', () => {
+        if (vassal.state !== 'running') return;
+        const reg = this.registrationOf(vassal);
+        if (reg) registrar.ready(vassal.name, reg);
+        else registrar.gone(vassal.name);
       });
     }
     return vassal;
@@ -557,7 +585,7 @@ export class Emperor {
         void vassal.restart();
         break;
       case 'reload':
-        void vassal.restart(await this.reread(entry));
+        void reloadVassal(vassal, await this.reread(entry));
         break;
     }
     const bound = actionBoundMs(vassal.spec);
@@ -597,6 +625,7 @@ export class Emperor {
     // removed meanwhile, its vassal is stopping or stopped and forgotten, and must not be revived.
     if (entry.removed || this.entries.get(entry.name) !== entry) throw new ControlError(`not reloaded: ${entry.file} was removed meanwhile`, 409);
     entry.fileError = undefined;
+    entry.key = changeKey(verdict.spec, verdict.facts);
     return verdict.spec;
   }
 
@@ -631,7 +660,7 @@ export class Emperor {
             const vassal = entry.vassal;
             // A vassal stopped by hand stays stopped; SIGHUP redeploys what is meant to run.
             if (vassal && !entry.removed && vassal.state !== 'stopped') {
-              await vassal.restart(await this.reread(entry));
+              await reloadVassal(vassal, await this.reread(entry));
             }
             return this.row(entry, Date.now());
           });

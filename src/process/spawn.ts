@@ -3,13 +3,13 @@
 // Every failure of the spawn (out of file descriptors or processes included) becomes one
 // ExitInfo.error: an 'error' event nobody listens to would kill the emperor and every vassal.
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
 import { launchProblem, setprivPath, wrapLaunch } from './launch.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
-import type { ExitInfo, SpawnRequest, VassalProcess } from './types.js';
+import { EMPEROR_FD, NOTIFY_FD, type ExitInfo, type SpawnRequest, type VassalProcess } from './types.js';
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -61,10 +61,11 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   if (shortage !== undefined) return notStarted(`not started: ${shortage}`);
 
   // Output always comes through the emperor (see src/output): it writes the log, so it can
-  // rotate it and count what could not be written. fd 3 is the readiness channel when asked
-  // for: the app writes READY=1 to $NOTIFY_FD.
+  // rotate it and count what could not be written. fd 3 is the Emperor protocol's channel,
+  // a socketpair (libuv makes every 'pipe' one), as $UWSGI_EMPEROR_FD; fd 4 the readiness
+  // channel when asked for: the app writes READY=1 to $NOTIFY_FD.
   const out = req.output ? 'pipe' : 'ignore';
-  const stdio: Array<'ignore' | 'pipe'> = req.notify ? ['ignore', out, out, 'pipe'] : ['ignore', out, out];
+  const stdio: Array<'ignore' | 'pipe'> = ['ignore', out, out, 'pipe', ...(req.notify ? (['pipe'] as const) : [])];
   let child: ChildProcess;
   try {
     // EMFILE, ENFILE, EAGAIN and ENOENT come as an 'error' event; anything else is thrown here.
@@ -105,12 +106,14 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   ]);
 
   const probe = new GroupProbe(pid);
-  // The app may close fd 3 or die; neither is an emperor error (the listener is above).
-  const notifyStream = req.notify ? (pipes[3] ?? undefined) : undefined;
+  // The app may close fd 3 or 4 or die; none of it is an emperor error (the listener is above).
+  const notifyStream = req.notify ? (pipes[NOTIFY_FD] ?? undefined) : undefined;
+  const emperorStream = pipes[EMPEROR_FD] as Duplex | null | undefined;
   return {
     pid,
     pgid: pid,
     ...(notifyStream ? { notify: notifyStream } : {}),
+    ...(emperorStream ? { emperor: emperorStream } : {}),
     // Read now, while the leader cannot have been reaped yet (that needs this event loop).
     startTime: readStatSync(pid)?.startTime,
     exited,

@@ -29,11 +29,12 @@ async function groupGone(proc: VassalProcess, timeoutMs: number): Promise<boolea
 }
 
 /**
- * Send signal to the group and wait (at most timeoutMs) for the leader to exit and the group
- * to empty; otherwise SIGKILL the group. Fine to call after the leader already exited.
+ * Send signal to the group (null: the caller asked it to stop another way) and wait (at most
+ * timeoutMs) for the leader to exit and the group to empty; otherwise SIGKILL the group. Fine
+ * to call after the leader already exited.
  */
-export async function stopGroup(proc: VassalProcess, signal: NodeJS.Signals, timeoutMs: number): Promise<StopResult> {
-  proc.signalGroup(signal);
+export async function stopGroup(proc: VassalProcess, signal: NodeJS.Signals | null, timeoutMs: number): Promise<StopResult> {
+  if (signal !== null) proc.signalGroup(signal);
   if (await groupGone(proc, timeoutMs)) return { forced: false, lingering: false };
   proc.signalGroup('SIGKILL');
   return { forced: true, lingering: !(await groupGone(proc, KILL_WAIT_MS)) };

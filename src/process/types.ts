@@ -1,7 +1,12 @@
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Identity } from './identity.js';
 import type { Placement } from './containment.js';
 // Contract between the vassal state machine and the process layer.
+
+/** Every vassal's fd 3: its end of the uWSGI Emperor protocol's socketpair ($UWSGI_EMPEROR_FD). */
+export const EMPEROR_FD = 3;
+/** fd 4: the readiness channel of `start.ready.notify` ($NOTIFY_FD). */
+export const NOTIFY_FD = 4;
 
 export interface ExitInfo {
   /** Exit code when the leader exited normally, else null. */
@@ -29,7 +34,7 @@ export interface SpawnRequest {
   readonly env: Readonly<Record<string, string>>;
   /** Receives the child's stdout and stderr pipes (see src/output); absent = output discarded. */
   readonly output?: OutputSink | undefined;
-  /** Open a pipe as the child's fd 3 for readiness notification (the caller sets NOTIFY_FD=3). */
+  /** Open a pipe as the child's fd 4 for readiness notification (the caller sets NOTIFY_FD=4). */
   readonly notify?: boolean;
   /** Run as this user (needs root and util-linux setpriv). */
   readonly identity?: Identity | undefined;
@@ -47,8 +52,10 @@ export interface VassalProcess {
   readonly startTime: string | undefined;
   /** Resolves once, from the child's exit event (never from stdio closing). */
   readonly exited: Promise<ExitInfo>;
-  /** Read end of the child's fd 3, when the request asked for `notify`. */
+  /** Read end of the child's fd 4, when the request asked for `notify`. */
   readonly notify?: NodeJS.ReadableStream;
+  /** The emperor's end of the child's fd 3, the Emperor protocol socketpair (absent for fakes and failed spawns). */
+  readonly emperor?: Duplex;
   /** Signal the whole process group. Returns false when the group no longer exists. */
   signalGroup(signal: NodeJS.Signals): boolean;
   /** True while any process of the group (or of the cgroup, when it has one) is alive. */

@@ -11,6 +11,13 @@ export interface DrainSteps {
   readonly deregister?: () => Promise<void>;
   /** Only a vassal that was serving has requests to drain. */
   readonly drain: boolean;
+  /**
+   * Asks the vassal to stop over the Emperor protocol (byte 0) instead of stop.signal; returns
+   * false when it cannot (the vassal closed its end), and then the signal is sent.
+   */
+  readonly stopMessage?: () => boolean;
+  /** The vassal is hung (no heartbeat): nothing graceful would be answered, SIGKILL at once. */
+  readonly hung?: boolean;
 }
 
 /** Resolves once the group is gone (or stopping it failed, which is logged); never rejects. */
@@ -26,8 +33,15 @@ export async function drainAndStop(proc: VassalProcess, stop: VassalSpec['stop']
     await new Promise((r) => setTimeout(r, drainMs));
   }
   try {
-    log('info', 'stopping', `stopping pid ${proc.pid} with ${stop.signal}`, { pid: proc.pid, signal: stop.signal });
-    const { forced } = await stopGroup(proc, stop.signal, stop.timeoutMs);
+    if (steps.hung) {
+      log('warn', 'stopping', `killing pid ${proc.pid} and its group with SIGKILL`, { pid: proc.pid, signal: 'SIGKILL' });
+      await stopGroup(proc, 'SIGKILL', 0);
+      return;
+    }
+    const byMessage = steps.stopMessage?.() === true;
+    const how = byMessage ? 'the Emperor protocol stop message (byte 0)' : stop.signal;
+    log('info', 'stopping', `stopping pid ${proc.pid} with ${how}`, { pid: proc.pid, signal: byMessage ? 'emperor-stop' : stop.signal });
+    const { forced } = await stopGroup(proc, byMessage ? null : stop.signal, stop.timeoutMs);
     if (forced) log('warn', 'killed', `process group did not stop within ${formatDuration(stop.timeoutMs)}; sent SIGKILL`, { pid: proc.pid });
   } catch (err) {
     log('error', 'stop-failed', `stopping failed: ${String(err)}`);

@@ -5,8 +5,18 @@ import { identityEnv, type Identity } from '../process/identity.js';
 import { notStarted, spawnVassal } from '../process/spawn.js';
 import { newSpawnId, SPAWN_ID_VAR } from '../process/records.js';
 import { reapGroupAfterExit } from '../process/stop.js';
-import type { OutputSink, VassalProcess } from '../process/types.js';
+import { EMPEROR_FD, NOTIFY_FD, type OutputSink, type VassalProcess } from '../process/types.js';
+import { findExecutable } from '../process/launch.js';
+import { EmperorLink } from './emperor-link.js';
 import type { VassalContext, VassalLog } from './types.js';
+
+/** The uWSGI binary when neither --uwsgi-bin nor EMPEROR_UWSGI_BIN names one: `uwsgi` on PATH. */
+export const DEFAULT_UWSGI_BIN = 'uwsgi';
+
+/** What runs: the file's argv, or for an .ini vassal `<uwsgi binary> --ini <file>`. */
+export function argvOf(ctx: Pick<VassalContext, 'uwsgiBin'>, spec: VassalSpec): readonly string[] {
+  return spec.kind === 'uwsgi' ? [ctx.uwsgiBin ?? DEFAULT_UWSGI_BIN, '--ini', spec.file] : spec.argv;
+}
 
 /**
  * The environment of the app and of its exec checks. The file's own env wins over what the
@@ -24,6 +34,8 @@ export function vassalEnv(ctx: VassalContext, spec: VassalSpec, identity: Identi
 
 export interface Launched {
   readonly proc: VassalProcess;
+  /** The process's end of the Emperor protocol (closed when the process is released). */
+  readonly link: EmperorLink;
   readonly env: Record<string, string>;
   readonly identity: Identity | undefined;
 }
@@ -36,18 +48,25 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   const notify = spec.start.ready.kind === 'notify';
   const identity = ctx.identityFor?.(spec);
   const env = vassalEnv(ctx, spec, identity, ctx.extraEnv?.(spec));
-  if (notify) env.NOTIFY_FD = '3';
+  if (notify) env.NOTIFY_FD = String(NOTIFY_FD);
+  // Every vassal, of any kind, gets the Emperor protocol's socketpair (as the uWSGI Emperor does).
+  env.UWSGI_EMPEROR_FD = String(EMPEROR_FD);
   // Marks this spawn's processes as ours for the next emperor's leftover reaping (records.ts).
   const spawnId = newSpawnId();
   env[SPAWN_ID_VAR] = spawnId;
+  const argv = argvOf(ctx, spec);
   let proc: VassalProcess;
   try {
+    const bin = argv[0] ?? '';
+    if (spec.kind === 'uwsgi' && findExecutable(bin, spec.cwd, env.PATH) === undefined) {
+      throw new Error(`${spec.file}: the uWSGI binary ${JSON.stringify(bin)} was not found${bin.includes('/') ? '' : ' on PATH'}; install uWSGI (Debian: uwsgi and uwsgi-plugin-python3) or name it with --uwsgi-bin`);
+    }
     const placement = ctx.containment?.prepare(spec.name, spec.limits);
     proc = (ctx.spawn ?? spawnVassal)({
       notify,
       identity,
       name: spec.name,
-      argv: spec.argv,
+      argv,
       cwd: spec.cwd,
       env,
       output,
@@ -63,11 +82,11 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   if (proc.pid > 0) {
     ctx.guardian.add(proc.pgid);
     ctx.records
-      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv: spec.argv, emperorPid: process.pid, spawnId })
+      .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv, emperorPid: process.pid, spawnId })
       .catch((err: unknown) => log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
     log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
   }
-  return { proc, env, identity };
+  return { proc, env, identity, link: new EmperorLink(proc.emperor) };
 }
 
 /** Forget a process group: kill leftovers after an unexpected exit, drop its records. */

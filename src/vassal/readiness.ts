@@ -9,10 +9,12 @@ const DEFAULT_READY_MS = 1000;
 /** How often a default TCP readiness probe knocks. */
 const DEFAULT_READY_INTERVAL_MS = 100;
 
-/** `default` readiness: TCP on the service port when there is one, else up for 1 s. */
+/** `default` readiness: byte 5 for Emperor-protocol vassals, else TCP on the service port when there is one, else up for 1 s. */
 export function resolveReady(spec: VassalSpec): ResolvedReadySpec {
   const r = spec.start.ready;
   if (r.kind !== 'default') return r;
+  // "After the app is successfully loaded" (the uWSGI–Consul draft): its byte 5.
+  if (spec.emperorProtocol) return { kind: 'emperor' };
   const port = spec.service?.port;
   if (port) return { kind: 'probe', probe: { kind: 'tcp', host: spec.service?.address ?? '127.0.0.1', port }, intervalMs: DEFAULT_READY_INTERVAL_MS };
   return { kind: 'delay', ms: Math.min(DEFAULT_READY_MS, spec.start.timeoutMs) };
@@ -33,13 +35,13 @@ export class Readiness {
   private done = false;
 
   constructor(spec: VassalSpec, launched: Launched, outcome: ReadinessOutcome) {
-    const { proc, env, identity } = launched;
+    const { proc, env, identity, link } = launched;
     const finish = (f: () => void): void => {
       if (this.done) return;
       this.cancel();
       f();
     };
-    waitReady(resolveReady(spec), { cwd: spec.cwd, env, identity, signal: this.abort.signal, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
+    waitReady(resolveReady(spec), { cwd: spec.cwd, env, identity, signal: this.abort.signal, emperor: link, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
       () => finish(() => outcome.ready()),
       (err: unknown) => {
         if (!this.abort.signal.aborted) finish(() => outcome.failed(`readiness failed: ${err instanceof Error ? err.message : String(err)}`, 'start-failed'));

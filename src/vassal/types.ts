@@ -36,6 +36,8 @@ export interface VassalContext {
   readonly identityFor?: (spec: VassalSpec) => Identity | undefined;
   /** Environment the emperor adds for a spec (CONSUL_HTTP_ADDR, EMPEROR_SERVICE_ID). */
   readonly extraEnv?: (spec: VassalSpec) => Record<string, string>;
+  /** The uWSGI binary that runs .ini vassals (--uwsgi-bin; default `uwsgi` on PATH). */
+  readonly uwsgiBin?: string;
   /** The process layer (default: spawnVassal); tests drive the state machine with a fake. */
   readonly spawn?: (req: SpawnRequest) => VassalProcess;
   /** Per-vassal cgroups and limits (src/process/containment.ts); absent = process groups only. */

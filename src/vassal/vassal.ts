@@ -11,6 +11,8 @@ import { drainAndStop } from './drain.js';
 import { VassalHealth } from './health.js';
 import { launchProcess, releaseProcess, vassalEnv, type Launched } from './launch.js';
 import { Readiness } from './readiness.js';
+import { waitReady } from '../checks/ready.js';
+import type { EmperorLink } from './emperor-link.js';
 import { IllegalTransition, nextState, SETTLED, type VassalEvent, type VassalState } from './states.js';
 import { describeExit, lastExitBecause, lastExitOf, type LastExit, type VassalContext, type VassalLog, type VassalSnapshot } from './types.js';
 
@@ -47,6 +49,10 @@ export class Vassal extends EventEmitter {
   private readiness: Readiness | undefined;
   private readyAt: number | null = null;
   private health: VassalHealth | undefined;
+  /** Armed by the first Emperor-protocol heartbeat (byte 26); firing means the vassal is hung. */
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** An in-place reload (byte 1) waiting for byte 5 again. */
+  private reloadWait: AbortController | undefined;
   private readonly log: VassalLog = (level, event, message, fields = {}) =>
     this.ctx.logger.log(level, message, { vassal: this.name, event, ...fields });
 
@@ -225,6 +231,10 @@ export class Vassal extends EventEmitter {
   /** Leave whatever the current process was doing: no readiness wait, no checks, no retry. */
   private quiesce(): void {
     this.clearRetry();
+    clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    this.reloadWait?.abort();
+    this.reloadWait = undefined;
     this.readiness?.cancel();
     this.readiness = undefined;
     this.health?.stop();
@@ -263,26 +273,102 @@ export class Vassal extends EventEmitter {
     this.readyAt = null;
     void proc.exited.then((info) => this.onExit(proc, info, gen));
     if (proc.pid <= 0) return; // the exit path reports why it could not spawn
+    this.listen(launched.link, gen);
     this.readiness = new Readiness(spec, launched, {
       ready: () => this.onReady(gen),
       failed: (reason, event) => this.onStartFailed(gen, reason, event),
     });
   }
 
+  /** The Emperor protocol's news from the vassal of generation `gen`. */
+  private listen(link: EmperorLink, gen: number): void {
+    const current = (): boolean => gen === this.generation && (this._state === 'starting' || this._state === 'running');
+    link.on('heartbeat', () => {
+      if (!current()) return;
+      // As uWSGI's emperor: only a vassal that has sent one heartbeat is expected to keep sending them.
+      clearTimeout(this.heartbeatTimer);
+      const timeoutMs = this._spec.heartbeatTimeoutMs;
+      this.heartbeatTimer = setTimeout(() => {
+        if (!current()) return;
+        this.lastExit = lastExitBecause(`hung: no heartbeat for ${formatDuration(timeoutMs)}`, this.now());
+        this.log('warn', 'heartbeat-lost', `no Emperor-protocol heartbeat for ${formatDuration(timeoutMs)}: the vassal is hung; killing and restarting it`);
+        this.beginStop('failed', 'fail', { hung: true });
+      }, timeoutMs);
+    });
+    link.on('loyal', () => {
+      if (current()) this.log('info', 'loyal', 'served its first request (Emperor protocol: loyal)');
+    });
+    link.on('shutdown', () => {
+      if (!current()) return;
+      this.log('info', 'voluntary-shutdown', 'asked to be stopped (Emperor protocol byte 22); it stays stopped until started or its file changes');
+      void this.stop();
+    });
+  }
+
+  /**
+   * The uWSGI Emperor's touch reload: byte 1 asks a running vassal to reload itself gracefully
+   * (uWSGI keeps its sockets, so no request is refused), and byte 5 says it accepts requests
+   * again. It stays registered and running meanwhile. Without a running process that speaks
+   * the protocol this is a restart. Resolves once it is ready again, or has been restarted.
+   */
+  reloadInPlace(spec: VassalSpec): Promise<void> {
+    const link = this.launched?.link;
+    if (this._state !== 'running' || !link?.isOpen || !this._spec.emperorProtocol || !spec.emperorProtocol) return this.restart(spec);
+    const gen = this.generation;
+    this.reloadWait?.abort();
+    const abort = new AbortController();
+    this.reloadWait = abort;
+    this.pendingSpec = undefined;
+    this._spec = spec;
+    // Checks may have changed with the file: run the new ones.
+    this.startHealth();
+    link.send(1);
+    this.log('info', 'reloading', 'sent the Emperor protocol reload message (byte 1); waiting for byte 5');
+    const timeoutMs = spec.start.timeoutMs;
+    const timer = setTimeout(() => abort.abort(new Error(`not ready again within ${formatDuration(timeoutMs)}`)), timeoutMs);
+    const launched = this.launched!;
+    return waitReady({ kind: 'emperor' }, { cwd: spec.cwd, env: launched.env, identity: launched.identity, signal: abort.signal, emperor: link }).then(
+      () => {
+        clearTimeout(timer);
+        if (this.reloadWait === abort) this.reloadWait = undefined;
+        if (gen !== this.generation || this._state !== 'running') return;
+        this.log('info', 'reloaded', 'reloaded in place: accepting requests again');
+        this.emit('reloaded');
+      },
+      async (err: unknown) => {
+        clearTimeout(timer);
+        if (this.reloadWait === abort) this.reloadWait = undefined;
+        if (gen !== this.generation || this._state !== 'running') return;
+        const why = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason.message : err instanceof Error ? err.message : String(err);
+        this.lastExit = lastExitBecause(`reload failed: ${why}`, this.now());
+        this.log('warn', 'reload-failed', `reload failed: ${why}; restarting it`);
+        this.beginStop('failed', 'fail');
+        await this.until((s) => s !== 'stopping');
+      },
+    );
+  }
+
+  private startHealth(): void {
+    const launched = this.launched;
+    if (!launched) return;
+    this.health?.stop();
+    const { identity } = launched;
+    // Checks get the app's environment without what the emperor adds for the app itself.
+    this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
+      changed: (health) => this.emit('health', health),
+      critical: (reason) => this.onCritical(reason),
+    });
+    this.health.start();
+  }
+
   /** starting → running: checks start, the emperor registers it. */
   private onReady(gen: number): void {
     if (gen !== this.generation || this._state !== 'starting' || !this.launched) return;
-    // Checks get the app's environment without what the emperor adds for the app itself.
-    const { identity } = this.launched;
     const readyAt = this.now();
     const moved = this.move('ready', () => {
       this.readiness = undefined;
       this.readyAt = readyAt;
-      this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
-        changed: (health) => this.emit('health', health),
-        critical: (reason) => this.onCritical(reason),
-      });
-      this.health.start();
+      this.startHealth();
     });
     if (moved) this.log('info', 'ready', 'ready', { pid: this.proc?.pid, after_ms: readyAt - this.spawnedAt });
   }
@@ -327,6 +413,7 @@ export class Vassal extends EventEmitter {
     } else {
       this.log('error', 'spawn-failed', `could not start: ${reason}`);
     }
+    this.launched?.link.close();
     this.launched = undefined;
     this.reaping = releaseProcess(this.ctx, this._spec.name, proc, true, this.log);
 
@@ -360,7 +447,7 @@ export class Vassal extends EventEmitter {
   }
 
   /** → stopping: deregister, drain (if it was serving), signal the group, wait for it. */
-  private beginStop(after: AfterStop, event: 'stop' | 'fail'): void {
+  private beginStop(after: AfterStop, event: 'stop' | 'fail', opts: { hung?: boolean } = {}): void {
     const wasServing = this._state === 'running';
     const gen = this.generation + 1;
     const moved = this.move(event, () => {
@@ -377,9 +464,18 @@ export class Vassal extends EventEmitter {
     }
     const name = this.name;
     const beforeStop = this.ctx.beforeStop;
-    void drainAndStop(proc, this._spec.stop, { drain: wasServing, ...(beforeStop ? { deregister: () => beforeStop(name) } : {}) }, this.log)
+    const link = this.launched?.link;
+    const steps = {
+      drain: wasServing && !opts.hung,
+      ...(beforeStop ? { deregister: () => beforeStop(name) } : {}),
+      // uWSGI 2.0 takes SIGTERM as "reload": a protocol vassal is asked to stop with byte 0.
+      ...(this._spec.emperorProtocol && link ? { stopMessage: () => link.send(0) } : {}),
+      ...(opts.hung ? { hung: true } : {}),
+    };
+    void drainAndStop(proc, this._spec.stop, steps, this.log)
       .then(() => releaseProcess(this.ctx, this._spec.name, proc, false, this.log))
       .then(() => {
+        link?.close();
         if (this.proc === proc) this.launched = undefined;
         this.finishStop(gen);
       });

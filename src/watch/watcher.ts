@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { classifyVassalFile } from '../config/names.js';
-import { loadVassalFile, type LoadOptions } from '../config/load-file.js';
+import { changeKey, loadVassalFile, type LoadOptions } from '../config/load-file.js';
 import type { ConfigError } from '../config/errors.js';
 import { signatureOf, type FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
@@ -281,7 +281,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
         return;
       }
     }
-    const hash = result.ok ? result.spec.hash : result.hash;
+    const hash = result.ok ? changeKey(result.spec, result.facts) : result.hash;
     const prev = this.known.get(file);
     this.known.set(file, { hash, sig: result.facts ? signatureOf(result.facts) : '' });
     if (prev?.hash === hash) return; // touched, not changed; or refused again for the same reason
