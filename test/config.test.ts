@@ -163,8 +163,22 @@ void describe('durations', () => {
     for (const [text, expected] of cases) assert.equal(parseDuration(text), expected, text);
   });
 
-  void it('rejects bare numbers, negatives, garbage and absurd lengths', () => {
-    for (const value of [10, '10', '-1s', 'ten', '', '10 parsecs', Number.NaN, null, undefined, true, ['1s'], '30d']) {
+  void it('reads a bare number as seconds, as systemd and empusa do', () => {
+    const cases: Array<[string | number, number]> = [
+      ['30', 30_000],
+      [' 30 ', 30_000],
+      [30, 30_000],
+      ['1.5', 1_500],
+      [0.25, 250],
+      ['0', 0],
+      [0, 0],
+      ['.5', 500],
+    ];
+    for (const [value, expected] of cases) assert.equal(parseDuration(value), expected, JSON.stringify(value));
+  });
+
+  void it('rejects negatives, garbage and absurd lengths', () => {
+    for (const value of [-10, '-10', '-1s', 'ten', '', '10 parsecs', '1e3', '0x10', Number.NaN, Number.POSITIVE_INFINITY, null, undefined, true, ['1s'], '30d', 2_592_000, '2592000']) {
       assert.throws(() => parseDuration(value), /expected a duration like 500ms, 10s or 2m/, String(value));
     }
   });
@@ -199,10 +213,13 @@ void describe('durations', () => {
     assert.match(typo.message, /allowed: count, within/);
   });
 
-  void it('asks for a unit when a duration is a bare number', () => {
-    const error = fails(withCommand('backoff: {reset_after: 30}\n'));
-    assert.equal(error.field, 'backoff.reset_after');
-    assert.match(error.message, /got 30 \(a unit is required, e\.g\. "30s"\)/);
+  void it('reads a bare number in a file as seconds (YAML number or string)', () => {
+    const spec = ok(parseVassal(`${MINIMAL_YAML}backoff: {reset_after: 45}\nstop: {timeout: "2.5"}\n`, '/v/a.yaml'));
+    assert.equal(spec.backoff.resetAfterMs, 45_000);
+    assert.equal(spec.stop.timeoutMs, 2_500);
+    const negative = fails(withCommand('backoff: {reset_after: -3}\n'));
+    assert.equal(negative.field, 'backoff.reset_after');
+    assert.match(negative.message, /got -3 \(durations cannot be negative\)/);
   });
 
   void it('requires start.timeout to be positive but allows stop.timeout: 0s', () => {
@@ -815,7 +832,7 @@ void describe('checks', () => {
   void it('refuses bad intervals, timeouts and thresholds, naming the check by index', () => {
     const cases: Array<[string, string, RegExp]> = [
       ['interval: 0s', 'checks[1].interval', /greater than 0/],
-      ['interval: 5', 'checks[1].interval', /a unit is required/],
+      ['interval: five', 'checks[1].interval', /expected a duration like 500ms, 10s or 2m, got "five"/],
       ['timeout: 0s', 'checks[1].timeout', /greater than 0/],
       ['successes_before_passing: 0', 'checks[1].successes_before_passing', /whole number of at least 1, got 0/],
       ['successes_before_passing: 1.5', 'checks[1].successes_before_passing', /whole number of at least 1, got 1.5/],

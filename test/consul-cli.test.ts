@@ -272,6 +272,12 @@ void describe('emperor session', () => {
     assert.deepEqual(plainInfo.checks, ['serfHealth']);
     assert.equal(plainInfo.behavior, 'release');
 
+    // Bare numbers are seconds, for every duration option.
+    const bare = ok(await cli(['session', 'create', '--ttl', '3600', '--lock-delay', '2'], ag.env)).stdout.trim();
+    const bareInfo = JSON.parse(ok(await cli(['session', 'info', bare, '--json'], ag.env)).stdout) as { ttl: string; lockDelayMs: number };
+    assert.deepEqual({ ttl: bareInfo.ttl, lockDelayMs: bareInfo.lockDelayMs }, { ttl: '3600s', lockDelayMs: 2000 });
+    ok(await cli(['session', 'destroy', bare], ag.env));
+
     const onNode = JSON.parse(ok(await cli(['session', 'node', node, '--json'], ag.env)).stdout) as Array<{ id: string }>;
     assert.ok(onNode.some((s) => s.id === id) && onNode.some((s) => s.id === plain));
     assert.match(ok(await cli(['session', 'node', node], ag.env)).stdout, new RegExp(`^${id}\\s`, 'm'));
@@ -302,7 +308,7 @@ void describe('emperor session', () => {
   });
 
   void test('usage mistakes', async () => {
-    failed(await cli(['session', 'create', '--ttl', '30'], ag.env), /^emperor session create: --ttl: expected a duration like 500ms, 10s or 2m, got "30"/);
+    failed(await cli(['session', 'create', '--ttl', 'thirty'], ag.env), /^emperor session create: --ttl: expected a duration like 500ms, 10s or 2m, got "thirty"/);
     const r = await cli(['session', 'create', '--behavior', 'keep'], ag.env);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Allowed choices are release, delete/);
@@ -335,6 +341,23 @@ void describe('Consul helper connection options', () => {
       `GET /v1/session/list dc=${dc}&stale`,
       `DELETE /v1/kv/${p}/k dc=${dc}`,
     ]);
+  });
+
+  void test('the connection options also work before the command, as empusa writes its etcd options', async () => {
+    const ag = await agent();
+    const tokenEnv: Record<string, string> = ag.token ? { CONSUL_HTTP_TOKEN: ag.token } : {};
+    const dc = ((await raw(ag, 'GET', '/v1/agent/self')) as { Config: { Datacenter: string } }).Config.Datacenter;
+    const p = freshPrefix();
+    // No CONSUL_HTTP_ADDR: without the leading --consul-agent these would go to 127.0.0.1:8500.
+    ok(await cli(['--consul-agent', ag.address, 'kv', 'set', `${p}/k`, 'v'], tokenEnv));
+    assert.equal(ok(await cli(['--consul-agent', ag.address, '--dc', dc, 'kv', 'get', `${p}/k`], tokenEnv)).stdout, 'v\n');
+    assert.equal(ok(await cli([`--consul-agent=${ag.address}`, 'kv', '--consistency', 'stale', 'get', `${p}/k`], tokenEnv)).stdout, 'v\n');
+    assert.ok(Array.isArray(JSON.parse(ok(await cli(['--consul-agent', ag.address, 'session', 'list', '--json'], tokenEnv)).stdout)));
+    const names = (JSON.parse(ok(await cli(['--consul-agent', ag.address, 'discover', 'services', '--json'], tokenEnv)).stdout) as Array<{ name: string }>).map((x) => x.name);
+    assert.ok(names.includes('consul'), names.join(','));
+    ok(await cli(['--consul-agent', ag.address, 'kv', 'del', `${p}/k`], tokenEnv));
+    // A bad value is reported by the helper command that received it.
+    failed(await cli(['--consul-agent', 'nope', 'session', 'list'], {}), /^emperor session list: --consul-agent: expected host:port/);
   });
 
   void test('an unknown datacenter, an unreachable agent, a bad address: one line, exit 1', async () => {

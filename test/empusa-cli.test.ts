@@ -10,6 +10,7 @@ import { Etcd3, type IKeyValue } from 'etcd3';
 import { freePort, startEtcd, type EtcdServer } from './support/etcd.js';
 import { runCli, type CliResult } from './support/emperor.js';
 import { binEmperor, repoRoot } from './support/paths.js';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { waitFor } from './support/wait.js';
 
 // bin/emperor runs dist/src/cli/main.js; until main.ts calls addServiceCommands (or when this
@@ -229,7 +230,8 @@ void describe('emperor service (empusa CLI)', () => {
       [['service', 'register', ...flags('/x'), '--service-type', '..', '--service-name', 'x', '--service-location', '1.2.3.4:80'], /--service-type: the service type must not be "\.\."/],
       [['service', 'register', ...flags('/x'), '--service-type', 'http', '--service-name', 'a b', '--service-location', '1.2.3.4:80'], /--service-name: .*whitespace/],
       [['service', 'register', ...flags('/x'), '--service-type', 'http', '--service-location', '1.2.3.4:80'], /--service-name is required/],
-      [['service', 'register', ...flags('/x'), ...base, '--ttl', '1.5'], /--ttl: expected a whole number of seconds/],
+      [['service', 'register', ...flags('/x'), ...base, '--ttl', '0.5'], /--ttl: expected at least 1 second/],
+      [['service', 'register', ...flags('/x'), ...base, '--ttl', 'soon'], /--ttl: expected a number of seconds \(at least 1\) or a duration/],
       [['service', 'register', ...flags('/x'), ...base, '--ttl', '5', '--refresh-every', '5'], /--refresh-every \(5s\) must be shorter than --ttl \(5s\)/],
       [['service', 'register', ...flags('/x'), ...base, '--refresh-every', '5'], /--refresh-every needs --ttl/],
       [['service', 'register', '--etcd-endpoint', 'localhost', '--tree-root', '/x', ...base], /--etcd-endpoint: expected host:port/],
@@ -290,5 +292,164 @@ void describe('emperor service with etcd auth', () => {
     assertCleanError(r, /--etcd-user needs a password: set EMPEROR_ETCD_PASSWORD or pass --etcd-password-file/);
     r = await cli(['service', 'list', ...base, '--etcd-password', password], baseEnv());
     assertCleanError(r, /unknown option '--etcd-password'/);
+  });
+});
+
+// --- empusa's command line, unchanged -------------------------------------------------------------
+
+const binEmpusa = path.join(repoRoot, 'bin', 'empusa');
+
+/** bin/empusa as a real process (killed, and failing, if it hangs). */
+function empusa(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [binEmpusa, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`empusa ${args.join(' ')} did not finish within 60 s\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, 60_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+void describe("empusa's command line, unchanged", () => {
+  let etcd: EtcdServer;
+  let raw: Etcd3;
+  before(async () => {
+    etcd = await startEtcd();
+    raw = new Etcd3({ hosts: etcd.clientUrl });
+  });
+  after(async () => {
+    raw?.close();
+    await etcd?.dispose();
+  });
+  const value = async (key: string): Promise<string | undefined> => (await raw.get(key).exec()).kvs[0]?.value.toString();
+  const leaseOf = async (key: string): Promise<string> => (await raw.get(key).exec()).kvs[0]?.lease ?? '0';
+
+  void test('emperor: the etcd options before the command (as empusa documents), after it, or both', async () => {
+    const root = freshRoot();
+    const env = baseEnv();
+    const e = etcd.endpoint;
+    const svc = ['--service-type', 'http', '--service-name', 'web-1', '--service-location', 'web-1:8080'];
+    let r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(`${root}/services/http/web-1`), 'web-1:8080');
+    // The --opt=value spelling, and the options split around the command name.
+    r = await runCli([`--etcd-endpoint=${e}`, 'service', `--tree-root=${root}`, 'register', '--service-type', 'http', '--service-name', 'web-2', '--service-location', 'web-2:8080'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(`${root}/services/http/web-2`), 'web-2:8080');
+    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'list', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as Array<{ name: string }>).map((x) => x.name), ['web-1', 'web-2']);
+    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', '--service-type', 'http', '--service-name', 'web-1'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(`${root}/services/http/web-1`), undefined);
+    // --ttl 30: seconds, as empusa takes it.
+    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--ttl', '30'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(`${root}/services/http/web-1`) })).grantedTTL, '30');
+    // A mistake is reported by the service command, not by `run` asking for --vassals.
+    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', '--service-type', 'http'], env);
+    assert.equal(r.code, 2, JSON.stringify(r));
+    assert.match(r.stderr, /^emperor service register: --service-name is required/);
+    assert.doesNotMatch(r.stderr, /--vassals/);
+    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', '--bogus', 'list'], env);
+    assertCleanError(r, /unknown option '--bogus'/);
+  });
+
+  void test('the empusa command: a bin entry of the package, with empusa\'s usage and its service command', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    assert.equal(pkg.bin.empusa, 'bin/empusa');
+    accessSync(binEmpusa, fsConstants.X_OK);
+    const help = await empusa(['--help'], baseEnv());
+    assert.equal(help.code, 0, help.stderr);
+    const lines = help.stdout.split('\n').map((l) => l.trim());
+    assert.equal(lines[0], 'Usage: empusa [OPTIONS] COMMAND [ARGS]...');
+    for (const term of [/^--etcd-endpoint HOST:PORT\s+\[required\]/, /^--etcd-protocol TEXT\b/, /^--tree-root TEXT\s+\[required\]/, /^--help\s+Show this message and exit\.$/, /^Commands:$/, /^service\b/]) {
+      assert.ok(lines.some((l) => term.test(l)), `${term} in:\n${help.stdout}`);
+    }
+    const sub = await empusa(['service', '--help'], baseEnv());
+    assert.equal(sub.code, 0, sub.stderr);
+    assert.match(sub.stdout, /^\s+register\b/m);
+    assert.match(sub.stdout, /^\s+unregister\b/m);
+  });
+
+  void test("the empusa command runs every form of empusa's README", async () => {
+    const root = freshRoot();
+    const e = etcd.endpoint;
+    const key = `${root}/services/type-of-service/name-of-the-service-instance`;
+    const svc = ['--service-type', 'type-of-service', '--service-name', 'name-of-the-service-instance'];
+    // Options before the command, exactly as documented.
+    let r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--service-location', 'baz:1235'], baseEnv());
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(key), 'baz:1235');
+    r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', ...svc], baseEnv());
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(key), undefined);
+    // After the command.
+    r = await empusa(['service', 'register', ...svc, '--service-location', 'baz:1236', '--etcd-endpoint', e, '--tree-root', root], baseEnv());
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(key), 'baz:1236');
+    // The environment only (EMPUSA_*), then unregister with flags and the connection from the environment.
+    const env = baseEnv({
+      EMPUSA_ETCD_ENDPOINT: e,
+      EMPUSA_TREE_ROOT: root,
+      EMPUSA_SERVICE_TYPE: 'type-of-service',
+      EMPUSA_SERVICE_NAME: 'name-of-the-service-instance',
+      EMPUSA_SERVICE_LOCATION: 'baz:1237',
+    });
+    r = await empusa(['service', 'register'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(key), 'baz:1237');
+    r = await empusa(['service', 'unregister', ...svc], baseEnv({ EMPUSA_ETCD_ENDPOINT: e, EMPUSA_TREE_ROOT: root }));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await value(key), undefined);
+    // --ttl 30 (seconds).
+    r = await empusa(['service', 'register', '--ttl', '30'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const lease = await leaseOf(key);
+    assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: lease })).grantedTTL, '30');
+    await raw.leaseClient.leaseRevoke({ ID: lease });
+    // Errors speak as empusa.
+    r = await empusa(['--etcd-endpoint', e, 'service', 'register', ...svc, '--service-location', 'baz:1'], baseEnv());
+    assert.equal(r.code, 2, JSON.stringify(r));
+    assert.match(r.stderr, /^empusa service register: --tree-root is required/);
+  });
+
+  void test('empusa --ttl 30 --refresh-every 20 keeps running and unregisters on SIGTERM', async () => {
+    const root = freshRoot();
+    const key = `${root}/services/http/kept`;
+    const child = spawn(
+      process.execPath,
+      [binEmpusa, '--etcd-endpoint', etcd.endpoint, '--tree-root', root, 'service', 'register', '--service-type', 'http', '--service-name', 'kept', '--service-location', 'k:1', '--ttl', '30', '--refresh-every', '20'],
+      { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitFor(() => stdout.includes('registered'), `registration (stderr: ${stderr})`, 30_000);
+      assert.match(stdout, /ttl 30s, refreshed every 20s/);
+      assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(key) })).grantedTTL, '30');
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.equal(await value(key), undefined);
+    } finally {
+      child.kill('SIGKILL');
+      children.delete(child);
+    }
   });
 });

@@ -139,6 +139,9 @@ void describe('etcd connection options', () => {
     assert.deepEqual(b?.endpoints, ['flag:2']);
     assert.equal(b?.treeRoot, '/flag');
     assert.equal(b?.leaseTtlSeconds, 2, 'rounded up to whole seconds');
+    // A bare number is seconds, as empusa's --ttl 30: `--lease-ttl 3` is three seconds.
+    assert.equal(resolveEtcdConfig(parse(['--etcd-endpoint', 'flag:2', '--tree-root', '/flag', '--lease-ttl', '3']), {})?.leaseTtlSeconds, 3);
+    assert.equal(resolveEtcdConfig({}, { ...env, EMPEROR_LEASE_TTL: '7' })?.leaseTtlSeconds, 7);
     assert.deepEqual(resolveEtcdConfig({}, { ...env, EMPEROR_ETCD_ENDPOINT: 'emperor:3' })?.endpoints, ['emperor:3']);
   });
 
@@ -153,7 +156,7 @@ void describe('etcd connection options', () => {
       [{}, { EMPUSA_TREE_ROOT: '/x' }, /EMPUSA_TREE_ROOT is set but no etcd endpoint/],
       [{ etcdEndpoint: ['a:1'], treeRoot: 'x' }, {}, /--tree-root: expected an absolute key path .*starting with "\/"/],
       [{ etcdEndpoint: ['a:1'], treeRoot: '///' }, {}, /--tree-root: the tree root cannot be "\/"/],
-      [{ etcdEndpoint: ['a:1'], treeRoot: '/x', leaseTtl: '10' }, {}, /--lease-ttl: expected a duration/],
+      [{ etcdEndpoint: ['a:1'], treeRoot: '/x', leaseTtl: 'ten' }, {}, /--lease-ttl: expected a duration/],
       [{ etcdEndpoint: ['a:1'], treeRoot: '/x' }, { EMPEROR_LEASE_TTL: '500ms' }, /EMPEROR_LEASE_TTL: expected at least 1s/],
       [{ etcdEndpoint: ['a:1'], treeRoot: '/x', etcdProtocol: 'ftp' }, {}, /--etcd-protocol: expected http or https/],
       [{ etcdEndpoint: ['a:1'], treeRoot: '/x', etcdCa: '/ca.pem' }, {}, /--etcd-ca is only used with TLS/],

@@ -1,8 +1,8 @@
 // `emperor discover|kv|session …`: the Consul helpers of the uWSGI Consul draft as commands, over
 // the typed library in src/consul. Every command takes the Consul connection options
 // (--consul-agent, --consul-token-file, … or CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …) plus --dc and
-// --consistency (the latter applies to reads), on the group or on the subcommand:
-// `emperor kv --dc dc2 get k` and `emperor kv get k --dc dc2` both work.
+// --consistency (the latter applies to reads), before the group, on it or on the subcommand:
+// `emperor --dc dc2 kv get k`, `emperor kv --dc dc2 get k` and `emperor kv get k --dc dc2` all work.
 // Failures are one line on stderr and exit code 1; never a stack trace, never the token.
 import { Option, type Command } from 'commander';
 import { checkDuration } from '../config/duration.js';
@@ -10,6 +10,7 @@ import { Consul, type KVEntry, type SessionInfo } from '../consul/index.js';
 import { goDuration } from '../consul/client.js';
 import { CONSISTENCY_MODES } from '../consul/connection.js';
 import { addConsulOptions, resolveConsulClientConfig, type ConsulCliOptions } from '../registries/consul/options.js';
+import { mergedOptions, optionsAlsoBefore } from './option-position.js';
 
 /** Per request attempt: a person at a terminal can wait a little longer than the emperor. */
 const CLI_TIMEOUT_MS = 5000;
@@ -37,19 +38,11 @@ interface Flags extends ConsulCliOptions {
   behavior?: string;
 }
 
-/** Options of this command and its parents, nearest first (connection options sit on both). */
-function collectFlags(cmd: Command): Flags {
-  const merged: Record<string, unknown> = {};
-  for (let c: Command | null = cmd; c; c = c.parent) {
-    for (const [k, v] of Object.entries(c.opts())) if (v !== undefined && merged[k] === undefined) merged[k] = v;
-  }
-  return merged;
-}
 
 async function run(name: string, cmd: Command, fn: (consul: Consul, flags: Flags) => Promise<void>): Promise<void> {
   let consul: Consul | undefined;
   try {
-    const flags = collectFlags(cmd);
+    const flags = mergedOptions<Flags>(cmd);
     consul = new Consul({ connection: resolveConsulClientConfig(flags, process.env), timeoutMs: CLI_TIMEOUT_MS });
     await fn(consul, flags);
   } catch (err) {
@@ -120,7 +113,7 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
  */
 export function addConsulCommands(program: Command): void {
   // ----- discover ---------------------------------------------------------------------------
-  const discover = withOptions(program.command('discover').description('find services in Consul (catalog and health)'));
+  const discover = optionsAlsoBefore(withOptions(program.command('discover').description('find services in Consul (catalog and health)')));
 
   withOptions(discover.command('services').description('list the services in the catalog with their tags').option('--json', 'print JSON')).action(
     (_o: unknown, cmd: Command) =>
@@ -152,7 +145,7 @@ export function addConsulCommands(program: Command): void {
   );
 
   // ----- kv ---------------------------------------------------------------------------------
-  const kv = withOptions(program.command('kv').description("read and write Consul's key/value store"));
+  const kv = optionsAlsoBefore(withOptions(program.command('kv').description("read and write Consul's key/value store")));
 
   withOptions(
     kv
@@ -234,7 +227,7 @@ export function addConsulCommands(program: Command): void {
   );
 
   // ----- session ----------------------------------------------------------------------------
-  const session = withOptions(program.command('session').description('Consul sessions (for locks and leader election)'));
+  const session = optionsAlsoBefore(withOptions(program.command('session').description('Consul sessions (for locks and leader election)')));
 
   withOptions(
     session

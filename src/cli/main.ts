@@ -15,6 +15,7 @@ import { addLogsCommand } from './logs.js';
 import { ConsulConfigError } from '../consul/connection.js';
 import { addConsulOptions, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
 import { strictBooleanEnv } from './env-booleans.js';
+import { hoistLeadingOptions, optionsAlsoBefore } from './option-position.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -121,6 +122,8 @@ const run = program
   );
 addEtcdOptions(run);
 addConsulOptions(run);
+// `emperor --etcd-endpoint e:2379 --tree-root /x run --vassals d` (options before the command name).
+optionsAlsoBefore(run);
 run.action(
   async (
     o: {
@@ -278,4 +281,5 @@ program
 addServiceCommands(program);
 addConsulCommands(program);
 
-await program.parseAsync(process.argv);
+// Options before a command name go to that command (empusa's `--etcd-endpoint … service register`).
+await program.parseAsync(hoistLeadingOptions(program, process.argv.slice(2)), { from: 'user' });

@@ -2,6 +2,8 @@
 // emperor writes, so scripts written for empusa keep working with `emperor service` instead.
 import { Option, type Command } from 'commander';
 import type { Etcd3, Lease } from 'etcd3';
+import { checkDuration } from '../config/duration.js';
+import { mergedOptions, optionsAlsoBefore } from './option-position.js';
 import { instanceKey, instancesPrefix, parseTypeName, prefixRange, segmentProblem, serviceKey, servicesPrefix } from '../registries/etcd/keys.js';
 import { addEtcdOptions, EtcdConfigError, parseHostPort, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 
@@ -50,24 +52,14 @@ function segment(s: Sourced, what: string): string {
   return s.value;
 }
 
+/** empusa's whole seconds (`--ttl 30`); any duration ("1m", "90s") is taken too, rounded up to whole seconds. */
 function seconds(s: Sourced): number {
-  if (!/^\d+$/.test(s.value.trim()) || Number(s.value) < 1) {
-    throw new UsageError(`${s.source}: expected a whole number of seconds (at least 1), got ${JSON.stringify(s.value)}`);
-  }
-  return Number(s.value);
+  const d = checkDuration(s.value);
+  if (!d.ok) throw new UsageError(`${s.source}: expected a number of seconds (at least 1) or a duration like 30s or 2m, got ${JSON.stringify(s.value)}`);
+  if (d.ms < 1000) throw new UsageError(`${s.source}: expected at least 1 second (etcd leases count whole seconds), got ${JSON.stringify(s.value)}`);
+  return Math.ceil(d.ms / 1000);
 }
 
-/**
- * Options of this command and its parents, nearest first: the etcd options sit on `service` and
- * on each subcommand, and commander gives a value to whichever command parsed it.
- */
-function collectFlags(cmd: Command): ServiceFlags {
-  const merged: Record<string, unknown> = {};
-  for (let c: Command | null = cmd; c; c = c.parent) {
-    for (const [k, v] of Object.entries(c.opts())) if (v !== undefined && merged[k] === undefined) merged[k] = v;
-  }
-  return merged;
-}
 
 function etcdConfig(flags: ServiceFlags, env: Env): EtcdConfig {
   const cfg = resolveEtcdConfig(flags, env);
@@ -77,13 +69,21 @@ function etcdConfig(flags: ServiceFlags, env: Env): EtcdConfig {
   return cfg;
 }
 
+/** "emperor service register" or, run as empusa, "empusa service register": how messages start. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
 /** Turn every failure into one line on stderr and an exit code; never a stack trace. */
-async function run(name: string, fn: () => Promise<void>): Promise<void> {
+async function run(cmd: Command, fn: (flags: ServiceFlags, prefix: string) => Promise<void>): Promise<void> {
+  const prefix = commandPath(cmd);
   try {
-    await fn();
+    await fn(mergedOptions<ServiceFlags>(cmd), prefix);
   } catch (err) {
     const usage = err instanceof UsageError || err instanceof EtcdConfigError;
-    process.stderr.write(`emperor service ${name}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
+    process.stderr.write(`${prefix}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
     process.exitCode = usage ? 2 : 1;
   }
 }
@@ -120,7 +120,7 @@ const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> => {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 };
 
-async function register(flags: ServiceFlags, env: Env): Promise<void> {
+async function register(flags: ServiceFlags, env: Env, prefix: string): Promise<void> {
   const type = segment(required(setting(flags.serviceType, '--service-type', 'SERVICE_TYPE', env), '--service-type', 'SERVICE_TYPE', 'a service type such as http'), 'type');
   const name = segment(required(setting(flags.serviceName, '--service-name', 'SERVICE_NAME', env), '--service-name', 'SERVICE_NAME', 'an instance name'), 'name');
   const locSrc = required(setting(flags.serviceLocation, '--service-location', 'SERVICE_LOCATION', env), '--service-location', 'SERVICE_LOCATION', 'host:port');
@@ -188,7 +188,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
       let stopping = false;
       const tick = (): void => {
         inFlight = refreshOnce().catch((err: unknown) => {
-          process.stderr.write(`emperor service register: refresh of ${what} failed: ${etcd.describeEtcdError(err, cfg)}; retrying in ${refresh}s\n`);
+          process.stderr.write(`${prefix}: refresh of ${what} failed: ${etcd.describeEtcdError(err, cfg)}; retrying in ${refresh}s\n`);
         });
         void inFlight.then(() => {
           if (!stopping) timer = setTimeout(tick, refresh * 1000);
@@ -218,7 +218,7 @@ async function register(flags: ServiceFlags, env: Env): Promise<void> {
   });
 }
 
-async function unregister(flags: ServiceFlags, env: Env): Promise<void> {
+async function unregister(flags: ServiceFlags, env: Env, prefix: string): Promise<void> {
   const type = segment(required(setting(flags.serviceType, '--service-type', 'SERVICE_TYPE', env), '--service-type', 'SERVICE_TYPE', 'a service type such as http'), 'type');
   const name = segment(required(setting(flags.serviceName, '--service-name', 'SERVICE_NAME', env), '--service-name', 'SERVICE_NAME', 'an instance name'), 'name');
   const cfg = etcdConfig(flags, env);
@@ -234,13 +234,13 @@ async function unregister(flags: ServiceFlags, env: Env): Promise<void> {
     });
     const deleted = Number(res.responses[0]?.response_delete_range.deleted ?? 0);
     // Like `rm -f`: unregistering what is not there is not an error (the goal state holds).
-    if (deleted === 0) process.stderr.write(`emperor service unregister: nothing was registered as ${what} under ${cfg.treeRoot}\n`);
+    if (deleted === 0) process.stderr.write(`${prefix}: nothing was registered as ${what} under ${cfg.treeRoot}\n`);
     else process.stdout.write(`unregistered ${what}\n`);
     const doc = res.responses[1]?.response_range.kvs[0];
     if (doc && doc.lease !== '0') {
       const info = parseDoc(doc.value.toString());
       const by = info?.emperorHost ? ` on ${info.emperorHost}${info.emperorPid ? ` (pid ${info.emperorPid})` : ''}` : '';
-      process.stderr.write(`emperor service unregister: note: ${what} is managed by an emperor${by}, which registers it again while its vassal runs\n`);
+      process.stderr.write(`${prefix}: note: ${what} is managed by an emperor${by}, which registers it again while its vassal runs\n`);
     }
   });
 }
@@ -329,14 +329,16 @@ const serviceOptions = {
 };
 
 /**
- * Add `service register|unregister|list` to the program. The etcd options are accepted on
- * `service` and on each subcommand: `emperor service --tree-root /x register …` and
- * `emperor service register --tree-root /x …` both work, as do empusa's environment variables.
+ * Add `service register|unregister|list` to the program. The etcd options are accepted before
+ * `service`, on it and on each subcommand: `emperor --tree-root /x service register …`,
+ * `emperor service --tree-root /x register …` and `emperor service register --tree-root /x …`
+ * all work, as do empusa's environment variables.
  */
-export function addServiceCommands(program: Command): void {
+export function addServiceCommands(program: Command): Command {
   const env = process.env;
   const service = program.command('service').description('register services in etcd the way empusa does (register, unregister, list)');
   addEtcdOptions(service, { leaseTtl: false });
+  optionsAlsoBefore(service);
 
   const reg = service
     .command('register')
@@ -348,19 +350,20 @@ export function addServiceCommands(program: Command): void {
     .addOption(
       new Option('--refresh-every <seconds>', 'keep running, extend the TTL this often, unregister on SIGINT/SIGTERM [env EMPUSA_SERVICE_REFRESH_EVERY]'),
     );
-  addEtcdOptions(reg, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run('register', () => register(collectFlags(cmd), env)));
+  addEtcdOptions(reg, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run(cmd, (flags, prefix) => register(flags, env, prefix)));
 
   const unreg = service
     .command('unregister')
     .description('delete <tree-root>/services/<type>/<name> (nothing registered is not an error)')
     .addOption(serviceOptions.type())
     .addOption(serviceOptions.name());
-  addEtcdOptions(unreg, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run('unregister', () => unregister(collectFlags(cmd), env)));
+  addEtcdOptions(unreg, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run(cmd, (flags, prefix) => unregister(flags, env, prefix)));
 
   const ls = service
     .command('list')
     .description('print registered services: TYPE NAME LOCATION')
     .addOption(new Option('--service-type <type>', 'only this service type'))
     .option('--json', 'print a JSON array (with health and vassal for services an emperor registered)');
-  addEtcdOptions(ls, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run('list', () => list(collectFlags(cmd), env)));
+  addEtcdOptions(ls, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run(cmd, (flags) => list(flags, env)));
+  return service;
 }

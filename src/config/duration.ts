@@ -1,4 +1,5 @@
-// Durations are written with a unit ("500ms", "10s", "2m") and handled as integer milliseconds.
+// Durations are written with a unit ("500ms", "10s", "2m") or as a bare number of seconds ("30",
+// YAML 30), as systemd and empusa (`--ttl 30`) read them, and handled as integer milliseconds.
 import ms from 'ms';
 import { describeValue } from './describe.js';
 
@@ -10,12 +11,10 @@ export const DURATION_EXPECTED = 'a duration like 500ms, 10s or 2m';
  */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
-// ms() alone would take "10" as 10 milliseconds; a mandatory unit keeps "timeout: 10" from
-// meaning something the author almost certainly did not intend.
 const WITH_UNIT = /^(?:\d+(?:\.\d+)?|\.\d+)\s*[a-z]+$/i;
-
-/** Appended to "got 30": a bare number is the likeliest mistake. */
-export const unitHint = (value: unknown): string => (typeof value === 'number' ? ` (a unit is required, e.g. "${value}s")` : '');
+// ms() alone would take "10" as 10 milliseconds; a bare number is read as seconds instead (systemd's
+// rule, and empusa's `--ttl 30`), never as milliseconds.
+const BARE_SECONDS = /^(?:\d+(?:\.\d+)?|\.\d+)$/;
 
 export type DurationCheck = { ok: true; ms: number } | { ok: false; problem: string };
 
@@ -25,19 +24,29 @@ export function checkDuration(value: unknown): DurationCheck {
     ok: false,
     problem: `expected ${DURATION_EXPECTED}, got ${describeValue(value)}${hint}`,
   });
-  if (typeof value !== 'string') return fail(unitHint(value));
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) return fail();
+    if (value < 0) return fail(' (durations cannot be negative)');
+    return bounded(value * 1000, fail);
+  }
+  if (typeof value !== 'string') return fail();
   const text = value.trim();
   if (text.startsWith('-')) return fail(' (durations cannot be negative)');
+  if (BARE_SECONDS.test(text)) return bounded(Number(text) * 1000, fail);
   if (!WITH_UNIT.test(text)) return fail();
   // The regex above guarantees the shape ms expects; its typings want a template-literal type.
   const parsed: unknown = ms(text as ms.StringValue);
   if (typeof parsed !== 'number' || !Number.isFinite(parsed)) return fail();
-  const rounded = Math.round(parsed);
-  if (rounded > MAX_DURATION_MS) return fail(' (the maximum is 24d)');
+  return bounded(parsed, fail);
+}
+
+function bounded(msValue: number, fail: (hint?: string) => DurationCheck): DurationCheck {
+  const rounded = Math.round(msValue);
+  if (!Number.isFinite(rounded) || rounded > MAX_DURATION_MS) return fail(' (the maximum is 24d)');
   return { ok: true, ms: rounded };
 }
 
-/** Parses "500ms", "10s", "2m", "1h", "0s" into milliseconds; throws on anything else. */
+/** Parses "500ms", "10s", "2m", "1h", "0s", "30" (seconds) into milliseconds; throws on anything else. */
 export function parseDuration(value: unknown): number {
   const result = checkDuration(value);
   if (!result.ok) throw new Error(result.problem);

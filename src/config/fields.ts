@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { z } from 'zod';
 import { describeValue, expectedGot, isPlainMapping } from './describe.js';
-import { checkDuration, DURATION_EXPECTED, formatDuration, unitHint } from './duration.js';
+import { checkDuration, DURATION_EXPECTED, formatDuration } from './duration.js';
 import { parseSize, SIZE_EXPECTED } from './size.js';
 
 /** A hint appended to "got <value>", e.g. ` (quote it: "8080")`; empty when none applies. */
@@ -29,9 +29,9 @@ const hasNul = (text: string): boolean => text.includes('\u0000');
 
 // ---- durations ----------------------------------------------------------------------------
 
-/** "500ms", "10s", "2m" -> milliseconds. */
-export const duration = z.string(expecting(DURATION_EXPECTED, unitHint)).transform((text, ctx) => {
-  const result = checkDuration(text);
+/** "500ms", "10s", "2m", or a bare number of seconds (30, "30") -> milliseconds. */
+export const duration = z.union([z.string(), z.number()], expecting(DURATION_EXPECTED)).transform((value, ctx) => {
+  const result = checkDuration(value);
   return result.ok ? result.ms : refuse(ctx, result.problem);
 });
 
