@@ -855,6 +855,9 @@ void describe('Consul connection options', () => {
     assert.equal(env?.checkTtlMs, 900);
     assert.equal(env?.deregisterCriticalAfterMs, 0);
     assert.equal(env?.consistency, 'consistent');
+    // A bare number is seconds.
+    const bare = resolveConsulConfig(parse(['--consul-agent', 'a:1', '--consul-check-ttl', '5', '--consul-deregister-critical-after', '90']), {});
+    assert.deepEqual([bare?.checkTtlMs, bare?.deregisterCriticalAfterMs], [5_000, 90_000]);
     assert.throws(() => parse(['--consul-consistency', 'eventual']), /Allowed choices are default, consistent, stale/);
     assert.throws(() => parse(['--consul-check-ttl', '1s'], false), /unknown option/);
   });
@@ -868,7 +871,7 @@ void describe('Consul connection options', () => {
       [{}, { EMPEROR_CONSUL_AGENT: 'a:99999' }, /EMPEROR_CONSUL_AGENT: expected host:port/],
       [{ consulCheckTtl: '5s' }, {}, /--consul-check-ttl was given but no Consul agent: add --consul-agent/],
       [{ consulTokenFile: '/t' }, {}, /--consul-token-file was given but no Consul agent/],
-      [{ consulAgent: ['a:1'], consulCheckTtl: '5' }, {}, /--consul-check-ttl: expected a duration/],
+      [{ consulAgent: ['a:1'], consulCheckTtl: 'five' }, {}, /--consul-check-ttl: expected a duration/],
       [{ consulAgent: ['a:1'], consulCheckTtl: '50ms' }, {}, /--consul-check-ttl: expected at least 100ms/],
       [{ consulAgent: ['a:1'] }, { EMPEROR_CONSUL_DEREGISTER_CRITICAL_AFTER: 'soon' }, /EMPEROR_CONSUL_DEREGISTER_CRITICAL_AFTER: expected a duration/],
       [{ consulAgent: ['a:1'], consulScheme: 'ftp' }, {}, /--consul-scheme: expected http or https/],
