@@ -172,7 +172,7 @@ void describe('.ini vassals: bad input, named in the file\'s terms', () => {
     ['an agent without a service', '[uwsgi]\nconsul-agent = 127.0.0.1:8500\n', /consul-agent: needs consul-service-name/],
     ['a bad agent', '[uwsgi]\nconsul-service-name = a\nconsul-service-port = 1\nconsul-agent = nowhere\n', /consul-agent: expected host:port/],
     ['a bad consistency mode', '[uwsgi]\nconsul-service-name = a\nconsul-service-port = 1\nconsul-consistency-mode = eventual\n', /consul-consistency-mode: expected one of default, consistent, stale/],
-    ['a bad duration', '[uwsgi]\nemperor-stop-timeout = 10\n', /emperor-stop-timeout: expected a duration/],
+    ['a bad duration', '[uwsgi]\nemperor-stop-timeout = ten\n', /emperor-stop-timeout: expected a duration/],
     ['a check interval without checks', '[uwsgi]\nemperor-check-interval = 1s\n', /emperor-check-interval: applies to emperor-check-http/],
     ['a bad check URL', '[uwsgi]\nemperor-check-http = ftp://x\n', /emperor-check-http: expected an http:\/\/ or https:\/\/ URL/],
     ['env without =', '[uwsgi]\nemperor-env = JUSTNAME\n', /emperor-env: line 2: expected NAME=value/],
