@@ -539,7 +539,9 @@ export const peers: Section = {
   name: SECTION,
   title: `the emperor side by side with PM2, supervisord and the uWSGI Emperor (${SINGLES} single deploys/removals, ${BULK} at once, RSS, idle CPU)`,
   async run(ctx): Promise<Row[]> {
-    const all: Peer[] = [new EmperorPeer(), new Pm2Peer(), new SupervisordPeer(), new UwsgiPeer()];
+    // BENCH_PEERS=emperor,pm2 runs only those (matched against the start of each label).
+    const only = (process.env.BENCH_PEERS ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+    const all: Peer[] = [new EmperorPeer(), new Pm2Peer(), new SupervisordPeer(), new UwsgiPeer()].filter((p) => only.length === 0 || only.some((o) => p.label.toLowerCase().startsWith(o)));
     const q = await waitForQuiet(25, Number(process.env.BENCH_QUIET_WAIT_MS ?? 30_000));
     const m0 = machineTicks();
     const results: Result[] = [];

@@ -1,6 +1,7 @@
 // The watcher in-process: settled, deduplicated file events from a real directory.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -155,5 +156,50 @@ describe('VassalDirWatcher: things that are not regular files', () => {
     assert.match(problems[2] ?? '', /^pipe\.yaml: is a FIFO \(named pipe\), not a regular file$/);
     assert.equal(seen[3], 'upsert ok.yaml');
     assert.equal(s.events.length, 4, seen.join('\n'));
+  });
+});
+
+describe('VassalDirWatcher: no settle delay for a complete file (issue 13)', () => {
+  it('a file moved into place is read at once, not after the settle delay; so is a deletion', async () => {
+    // Settling for an hour: only the no-delay path can report these within the wait's deadline.
+    const s = await setup({ settleMs: 3_600_000 });
+    current = s.w;
+    await s.w.start();
+    const tmp = path.join(s.dir, '.m.yaml.tmp');
+    await fs.writeFile(tmp, vassal('moved'));
+    await fs.rename(tmp, path.join(s.dir, 'm.yaml'));
+    await s.until(1);
+    const first = s.events[0]!;
+    assert.ok(first.kind === 'upsert' && first.verdict.ok, JSON.stringify(first));
+    assert.equal(first.verdict.spec.env.V, 'moved');
+    await fs.unlink(path.join(s.dir, 'm.yaml'));
+    await s.until(2);
+    assert.deepEqual([s.events[1]!.kind, path.basename(s.events[1]!.file)], ['remove', 'm.yaml']);
+  });
+
+  it('a file created and then written in place is never reported half-written', async () => {
+    // Its creation is read at once (it could have been moved in); the writes that follow must
+    // send it down the settled path. Each writer leaves a valid first half alone for 300 ms, in
+    // which the read of its creation happens (settling for 5 s: a busy machine must not stretch
+    // that moment past the settle delay, which would be a torn write no watcher can see).
+    const s = await setup({ settleMs: 5000 });
+    current = s.w;
+    await s.w.start();
+    const names = Array.from({ length: 30 }, (_, i) => `w${i}.yaml`);
+    await Promise.all(
+      names.map(async (name) => {
+        // Synchronous: the creation and the first write are both queued before the watcher's
+        // thread (this one) looks, so the read of the creation sees the first half.
+        const fd = openSync(path.join(s.dir, name), 'wx');
+        writeSync(fd, 'command: [sleep, "60"]\n');
+        await new Promise((resolve) => setTimeout(resolve, 300)); // a slow writer, not a wait for the watcher
+        writeSync(fd, 'env: { V: "whole" }\n');
+        closeSync(fd);
+      }),
+    );
+    const whole = (): number => new Set(s.events.filter((e) => e.kind === 'upsert' && e.verdict.ok && e.verdict.spec.env.V === 'whole').map((e) => e.file)).size;
+    while (whole() < names.length) await s.until(s.events.length + 1);
+    const torn = s.events.filter((e) => e.kind === 'upsert' && e.verdict.ok && e.verdict.spec.env.V !== 'whole');
+    assert.deepEqual(torn.map((e) => path.basename(e.file)), []);
   });
 });

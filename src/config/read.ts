@@ -73,14 +73,20 @@ function kindOf(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boo
   return 'something else';
 }
 
-/** Reads at most MAX_VASSAL_FILE_BYTES + 1 bytes: a file that grew past the cap costs nothing more. */
-async function readCapped(handle: FileHandle): Promise<Buffer | undefined> {
-  const buffer = Buffer.alloc(MAX_VASSAL_FILE_BYTES + 1);
+/**
+ * Reads the `size` bytes fstat announced, at most MAX_VASSAL_FILE_BYTES + 1: a file that grew
+ * past the cap costs nothing more. Once `size` bytes are in, no read for end of file: a file
+ * that changed meanwhile has another size or mtime in the second fstat (readVassalFile), and a
+ * buffer sized by fstat spares allocating and zeroing 64 KiB for each read of a small file.
+ */
+async function readCapped(handle: FileHandle, size: number): Promise<Buffer | undefined> {
+  const buffer = Buffer.allocUnsafe(Math.min(size, MAX_VASSAL_FILE_BYTES) + 1);
   let total = 0;
   while (total < buffer.length) {
     const { bytesRead } = await handle.read(buffer, total, buffer.length - total, total);
     if (bytesRead === 0) break;
     total += bytesRead;
+    if (total === size) break;
   }
   return total > MAX_VASSAL_FILE_BYTES ? undefined : buffer.subarray(0, total);
 }
@@ -106,7 +112,7 @@ export async function readVassalFile(file: string, opts: ReadOptions): Promise<F
     if (!st.isFile()) return { kind: 'refused', problem: `is ${kindOf(st)}, not a regular file`, facts, code: st.isDirectory() ? 'EISDIR' : 'ENOTREG' };
     // From fstat, before reading: a sparse 100 GB file is refused without touching its pages.
     if (st.size > MAX_VASSAL_FILE_BYTES) return { kind: 'refused', problem: tooLarge(st.size), facts, code: 'EFBIG' };
-    const bytes = await readCapped(handle);
+    const bytes = await readCapped(handle, st.size);
     const after = factsOf(await handle.stat());
     if (bytes === undefined) return { kind: 'refused', problem: tooLarge(after.size), facts: after, code: 'EFBIG' };
     if (signatureOf(after) !== signatureOf(facts) || after.uid !== facts.uid || after.mode !== facts.mode) return { kind: 'changing', facts: after };

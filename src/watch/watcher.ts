@@ -99,13 +99,17 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     this.watchedId = await dirId(this.dir);
     if (this.closed) return;
     try {
-      const w = watch(this.dir, { persistent: true }, (_event, filename) => {
+      const w = watch(this.dir, { persistent: true }, (event, filename) => {
         // No name means the kernel queue overflowed or the platform could not say: rescan.
         // A rename or removal of the directory itself comes with the directory's own name,
         // which is never a vassal file: the rescan it schedules notices the replacement.
         if (filename) {
           const name = filename.toString();
-          if (classifyVassalFile(name).kind !== 'ignored') this.touch(path.join(this.dir, name));
+          if (classifyVassalFile(name).kind !== 'ignored') {
+            const file = path.join(this.dir, name);
+            if (event === 'rename') this.appeared(file);
+            else this.touch(file);
+          }
         }
         this.scheduleBurstRescan();
       });
@@ -222,6 +226,25 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   }
 
   /**
+   * A name appeared or went ('rename': created, moved in or out, deleted). A file moved into
+   * place is complete, so it is read at once rather than after the settle delay (issue 13: most
+   * of a deploy was that delay), and a deletion is reported at once. A file created and then
+   * written in place also starts with this event, but each of its writes follows as a 'change':
+   * one that arrives before the read is done marks the file dirty, and read() then reports
+   * nothing and leaves it to the settled path, so a half-written file is never reported.
+   */
+  private appeared(file: string): void {
+    if (this.closed) return;
+    // Already being read or settling: a write is in progress, so it settles like any change.
+    if (this.busy.has(file) || this.timers.has(file)) {
+      this.touch(file);
+      return;
+    }
+    this.lastEventAt.set(file, Date.now());
+    void this.process(file);
+  }
+
+  /**
    * Something happened to `file`: (re)start its quiet period. A rescan finding a file not
    * reported yet is no news of a write: it must not restart an invalid file's grace period, or
    * rescans more frequent than the grace would keep an invalid file from ever being reported.
@@ -258,10 +281,17 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     const result = await loadVassalFile(file, this.opts.load);
     if (this.closed) return;
     if (!result.ok && result.gone) {
+      // Never torn: reported at once. If the file comes back meanwhile, the event that says so
+      // made it dirty, and it is read again (process()).
       if (this.known.delete(file)) this.emit('remove', file);
       this.lastEventAt.delete(file);
       return;
     }
+    // An event for this file queued while it was read (a write: its bytes may be torn) reaches
+    // touch() in the same poll phase as the read's last completion at the latest; setImmediate
+    // runs after that whole phase. A dirty file is read again once settled (process()).
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this.closed || this.dirty.has(file)) return;
     if (!result.ok && result.changing) {
       this.touch(file); // still being written
       return;
