@@ -79,6 +79,7 @@ void describe('parseVassal: formats and defaults', () => {
       logs: { maxBytes: 10 * 1024 * 1024, keep: 5 },
       limits: null,
       limitsRequired: false,
+      placement: null,
     });
   });
 
@@ -345,7 +346,7 @@ void describe('strictness and messages', () => {
     const error = fails(withCommand('restrat: never\n'));
     assert.ok(
       error.message.startsWith(
-        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, consul, emperor_protocol, heartbeat_timeout, user, group, logs, limits, limits_required)',
+        '/srv/vassals/web.yaml: restrat: unknown field (allowed: command, shell, cwd, env, restart, backoff, start, stop, checks, on_critical, service, consul, emperor_protocol, heartbeat_timeout, user, group, logs, limits, limits_required, placement)',
       ),
       error.message,
     );
@@ -1110,5 +1111,57 @@ void describe('user and group', () => {
       assert.ok(!r.ok, bad);
       assert.equal(r.error.field, 'user');
     }
+  });
+});
+
+void describe('fleet vassals (placement)', () => {
+  const fleet = (doc: object, name = 'web') => parseVassal(JSON.stringify(doc), 'etcd:/root/fleet/vassals/web', { fleetName: name });
+
+  void it('reads the three placements, names the vassal by the fleet, and defaults cwd to /', () => {
+    const one = fleet({ command: ['sleep', '1'], placement: { replicas: 1 } });
+    assert.ok(one.ok);
+    assert.deepEqual(one.spec.placement, { kind: 'replicas', replicas: 1 });
+    assert.equal(one.spec.name, 'web');
+    assert.equal(one.spec.cwd, '/');
+    assert.equal(one.spec.file, 'etcd:/root/fleet/vassals/web');
+    const named = fleet({ command: ['/bin/sleep', '1'], cwd: '/srv', placement: { nodes: ['web-1', 'web-2'] } });
+    assert.ok(named.ok);
+    assert.deepEqual(named.spec.placement, { kind: 'nodes', nodes: ['web-1', 'web-2'] });
+    assert.equal(named.spec.cwd, '/srv');
+    const all = fleet({ command: ['sleep', '1'], placement: { all: true } });
+    assert.ok(all.ok);
+    assert.deepEqual(all.spec.placement, { kind: 'all' });
+  });
+
+  void it('refuses what a fleet spec cannot mean, naming the field', () => {
+    const cases: Array<[object, string, RegExp]> = [
+      [{ command: ['sleep', '1'] }, 'placement', /needs a placement block/],
+      [{ command: ['sleep', '1'], placement: {} }, 'placement', /expected one of replicas, nodes or all/],
+      [{ command: ['sleep', '1'], placement: { replicas: 1, nodes: ['a'] } }, 'placement', /only one of replicas, nodes or all, got replicas and nodes/],
+      [{ command: ['sleep', '1'], placement: { all: false } }, 'placement.all', /expected true/],
+      [{ command: ['sleep', '1'], placement: { nodes: ['a', 'a'] } }, 'placement.nodes', /listed twice/],
+      [{ command: ['sleep', '1'], placement: { nodes: ['../x'] } }, 'placement.nodes[0]', /node name/],
+      [{ command: ['sleep', '1'], placement: { replicas: 1001 } }, 'placement.replicas', /at most 1000/],
+      [{ command: ['sleep', '1'], cwd: 'rel', placement: { replicas: 1 } }, 'cwd', /absolute directory/],
+      [{ command: ['bin/app'], placement: { replicas: 1 } }, 'command[0]', /absolute or a bare program name/],
+      [{ command: ['app'], checks: [{ exec: ['./check'] }], placement: { replicas: 1 } }, 'checks[0].exec[0]', /absolute or a bare program name/],
+      [{ command: ['app'], user: 0, placement: { replicas: 1 } }, 'user', /never runs as root/],
+    ];
+    for (const [doc, field, message] of cases) {
+      const r = fleet(doc);
+      assert.ok(!r.ok, JSON.stringify(doc));
+      assert.equal(r.error.field, field, JSON.stringify(doc));
+      assert.match(r.error.message, message, JSON.stringify(doc));
+    }
+    const badName = fleet({ command: ['a'], placement: { replicas: 1 } }, '../x');
+    assert.ok(!badName.ok);
+    assert.match(badName.error.message, /invalid fleet vassal name/);
+  });
+
+  void it('refuses a placement in a local vassal file', () => {
+    const r = parseVassal(JSON.stringify({ command: ['a'], placement: { replicas: 1 } }), '/srv/vassals/web.json');
+    assert.ok(!r.ok);
+    assert.equal(r.error.field, 'placement');
+    assert.match(r.error.message, /only fleet vassals are placed/);
   });
 });

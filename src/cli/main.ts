@@ -16,6 +16,9 @@ import { ConsulConfigError } from '../consul/connection.js';
 import { addConsulOptions, resolveConsulConfig, type ConsulCliOptions, type ConsulConfig } from '../registries/consul/options.js';
 import { strictBooleanEnv } from './env-booleans.js';
 import { hoistLeadingOptions, optionsAlsoBefore } from './option-position.js';
+import { nodeNameProblem } from '../fleet/keys.js';
+import { addFleetCommands } from './fleet.js';
+import os from 'node:os';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -86,6 +89,15 @@ const run = program
   .addOption(new Option('--tyrant', 'run each vassal as the owner of its file (uid, gid, groups, HOME, USER); needs root').env('EMPEROR_TYRANT'))
   .addOption(new Option('--tyrant-allow-root', 'in tyrant mode, also accept root-owned vassal files').env('EMPEROR_TYRANT_ALLOW_ROOT'))
   .addOption(new Option('--uwsgi-bin <path>', 'the uWSGI binary that runs .ini vassals (`uwsgi --ini FILE`)').env('EMPEROR_UWSGI_BIN').default('uwsgi'))
+  .addOption(new Option('--fleet', 'also run fleet vassals placed on this node through etcd (emperor fleet deploy); needs --etcd-endpoint and --tree-root').env('EMPEROR_FLEET'))
+  .addOption(
+    new Option('--node-name <name>', 'this host\'s name in the fleet (default: the host name)').env('EMPEROR_NODE_NAME').argParser((v: string) => {
+      const problem = nodeNameProblem(v);
+      if (problem !== undefined) throw new InvalidArgumentError(`--node-name: ${problem}`);
+      return v;
+    }),
+  )
+  .addOption(new Option('--fleet-allow-root', 'let fleet vassals run as root (their specs come over the network: off by default)').env('EMPEROR_FLEET_ALLOW_ROOT'))
   .addOption(new Option('--no-cgroups', 'contain vassals by process group only, even where a cgroup per vassal is possible').env('EMPEROR_NO_CGROUPS'))
   .addOption(
     new Option('--metrics <listen>', 'serve Prometheus metrics at http://LISTEN/metrics (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
@@ -145,10 +157,26 @@ run.action(
       tyrantAllowRoot?: boolean;
       cgroups: boolean;
       uwsgiBin: string;
+      fleet?: boolean;
+      nodeName?: string;
+      fleetAllowRoot?: boolean;
     } & EtcdCliOptions &
       ConsulCliOptions,
   ) => {
     if (o.rescanInterval < 100) throw new InvalidArgumentError('--rescan-interval: expected at least 100ms');
+    if (!o.fleet && (o.nodeName !== undefined || o.fleetAllowRoot)) {
+      process.stderr.write(`emperor: ${o.nodeName !== undefined ? '--node-name' : '--fleet-allow-root'} only makes sense with --fleet\n`);
+      process.exit(2);
+    }
+    let node = o.nodeName;
+    if (o.fleet && node === undefined) {
+      node = os.hostname();
+      const problem = nodeNameProblem(node);
+      if (problem !== undefined) {
+        process.stderr.write(`emperor: the host name ${JSON.stringify(node)} cannot be a fleet node name (${problem}): give --node-name\n`);
+        process.exit(2);
+      }
+    }
     let etcd: EtcdConfig | undefined;
     let consul: ConsulConfig | undefined;
     try {
@@ -181,6 +209,7 @@ run.action(
         tyrantAllowRoot: Boolean(o.tyrantAllowRoot),
         cgroups: o.cgroups,
         uwsgiBin: o.uwsgiBin,
+        fleet: o.fleet && node !== undefined ? { node, allowRoot: Boolean(o.fleetAllowRoot) } : undefined,
       });
     } catch (err) {
       process.stderr.write(`emperor: ${(err as Error).message}\n`);
@@ -279,6 +308,7 @@ program
   );
 
 addServiceCommands(program);
+addFleetCommands(program);
 addConsulCommands(program);
 
 // Options before a command name go to that command (empusa's `--etcd-endpoint … service register`).

@@ -12,6 +12,7 @@ import type { ConsulConfig } from '../registries/consul/options.js';
 import { claimStateDir } from '../state/state-dir.js';
 import { lockVassalsDir, type VassalsDirLock } from '../state/vassals-lock.js';
 import type { MetricsServer } from '../metrics/metrics.js';
+import type { FleetNode } from '../fleet/node.js';
 
 export interface RunOptions {
   vassals: string;
@@ -39,6 +40,8 @@ export interface RunOptions {
   cgroups: boolean;
   /** Runs .ini vassals (--uwsgi-bin). */
   uwsgiBin?: string;
+  /** Fleet mode (--fleet): this node's name and --fleet-allow-root; undefined = not a fleet node. */
+  fleet?: { node: string; allowRoot: boolean } | undefined;
 }
 
 /**
@@ -91,6 +94,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   const isRoot = process.getuid?.() === 0;
   if (o.tyrant && !isRoot) throw new Error('--tyrant needs the emperor to run as root (it runs each vassal as the owner of its file)');
   if (o.tyrantAllowRoot && !o.tyrant) throw new Error('--tyrant-allow-root only makes sense with --tyrant');
+  if (o.fleet && !o.etcd) throw new Error('--fleet needs etcd: add --etcd-endpoint HOST:PORT and --tree-root PATH (or set EMPEROR_ETCD_ENDPOINT and EMPEROR_TREE_ROOT)');
   const vassalsDir = path.resolve(o.vassals);
   // Checked (owner, mode, parents) and locked for the emperor's whole life before anything in it
   // is used: the control socket inside is the emperor's whole authority.
@@ -118,7 +122,15 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     useEvents: o.useEvents,
     containment: o.cgroups ? 'auto' : 'process-group',
     ...(o.uwsgiBin ? { uwsgiBin: o.uwsgiBin } : {}),
+    ...(o.fleet ? { fleet: o.fleet } : {}),
   });
+  // Loaded only in fleet mode, as the etcd client itself is (an idle emperor stays light).
+  let fleet: FleetNode | undefined;
+  if (o.fleet && o.etcd) {
+    const [{ FleetNode }, { createEtcdClient }] = await Promise.all([import('../fleet/node.js'), import('../registries/etcd/client.js')]);
+    fleet = new FleetNode(emperor.fleetHost(), { node: o.fleet.node, etcd: o.etcd, client: createEtcdClient(o.etcd) });
+    emperor.useFleet(fleet);
+  }
   const server = await startControlServer(emperor, state.socketPath, logger);
   let metrics: MetricsServer | undefined;
   if (o.metrics) {
@@ -167,6 +179,10 @@ export async function runEmperor(o: RunOptions): Promise<void> {
 
   try {
     await emperor.start();
+    if (fleet) {
+      await fleet.start();
+      logger.info(`fleet node ${fleet.node}: taking fleet vassals from ${o.etcd?.description ?? 'etcd'}`, { event: 'fleet', node: fleet.node });
+    }
   } catch (err) {
     await server.close();
     await metrics?.close();

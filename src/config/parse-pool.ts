@@ -7,13 +7,14 @@
 import { Worker } from 'node:worker_threads';
 import { deepFreeze } from './data.js';
 import { ConfigError } from './errors.js';
-import type { VassalParseResult } from './load.js';
+import type { ParseOptions, VassalParseResult } from './load.js';
 import type { VassalSpec } from './spec.js';
 
 export interface ParseRequest {
   readonly id: number;
   readonly bytes: Uint8Array;
   readonly file: string;
+  readonly opts?: ParseOptions;
 }
 
 export type ParseReply =
@@ -97,10 +98,10 @@ export class VassalParser {
   }
 
   /** Parses `bytes` as the vassal file `file`; never rejects. */
-  parse(bytes: Uint8Array, file: string): Promise<VassalParseResult> {
+  parse(bytes: Uint8Array, file: string, opts: ParseOptions = {}): Promise<VassalParseResult> {
     if (this.closed) return Promise.resolve(refused(file, 'not parsed: the emperor is shutting down'));
     return new Promise((resolve) => {
-      this.queue.push({ request: { id: this.nextId++, bytes: Uint8Array.from(bytes), file }, resolve });
+      this.queue.push({ request: { id: this.nextId++, bytes: Uint8Array.from(bytes), file, opts }, resolve });
       clearTimeout(this.idleTimer);
       this.pump();
     });

@@ -6,7 +6,7 @@ import { replyFor, type ParseRequest, type WorkerMessage } from './parse-pool.js
 
 const port = parentPort;
 port?.on('message', (request: ParseRequest) => {
-  port.postMessage(replyFor(request.id, parseVassal(Buffer.from(request.bytes.buffer, request.bytes.byteOffset, request.bytes.byteLength), request.file)));
+  port.postMessage(replyFor(request.id, parseVassal(Buffer.from(request.bytes.buffer, request.bytes.byteOffset, request.bytes.byteLength), request.file, request.opts)));
 });
 const ready: WorkerMessage = { ready: true };
 port?.postMessage(ready);

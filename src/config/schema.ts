@@ -15,6 +15,7 @@ import {
   cwd,
   duration,
   env,
+  expecting,
   execTarget,
   httpTarget,
   keySegment,
@@ -364,6 +365,44 @@ const limits = z
         },
   );
 
+// ---- fleet placement ------------------------------------------------------------------------
+
+const NODE_NAME_EXPECTED = 'a node name (letters, digits and _ . @ -, starting with a letter or digit)';
+const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/;
+const nodeName = z
+  .string(expecting(NODE_NAME_EXPECTED))
+  .refine((text) => NODE_NAME.test(text) && !text.includes('..'), expecting(NODE_NAME_EXPECTED));
+
+/** Most instances of one fleet vassal (replicas); each is a claim key and a process. */
+export const MAX_REPLICAS = 1000;
+
+/**
+ * Where a fleet vassal runs (emperor fleet deploy). Exactly one of: replicas (that many
+ * instances, at most one per node), nodes (one on each named node), all (one on every node).
+ * Null in a local vassal file, which runs where the file is.
+ */
+const placement = z
+  .strictObject({
+    replicas: atLeastOne.max(MAX_REPLICAS, { error: `expected at most ${MAX_REPLICAS} replicas` }).optional(),
+    nodes: z.array(nodeName, expecting('a list of node names like [web-1, web-2]')).min(1, expecting('a non-empty list of node names like [web-1, web-2]')).max(MAX_REPLICAS).optional(),
+    all: z.literal(true, expecting('true (one instance on every fleet node)')).optional(),
+  }, expecting('a mapping like { replicas: 1 }, { nodes: [web-1, web-2] } or { all: true }'))
+  .optional()
+  .transform((raw, ctx) => {
+    if (raw === undefined) return null;
+    const given = (['replicas', 'nodes', 'all'] as const).filter((k) => raw[k] !== undefined);
+    if (given.length !== 1) {
+      return refuse(ctx, given.length === 0 ? 'expected one of replicas, nodes or all, e.g. { replicas: 1 }' : `expected only one of replicas, nodes or all, got ${given.join(' and ')}`);
+    }
+    if (raw.replicas !== undefined) return { kind: 'replicas' as const, replicas: raw.replicas };
+    if (raw.nodes !== undefined) {
+      const dup = raw.nodes.find((n, i) => raw.nodes!.indexOf(n) !== i);
+      if (dup !== undefined) return refuse(ctx, `node ${JSON.stringify(dup)} is listed twice`, ['nodes']);
+      return { kind: 'nodes' as const, nodes: raw.nodes };
+    }
+    return { kind: 'all' as const };
+  });
+
 // ---- the whole document -------------------------------------------------------------------
 
 // Key order here is the order listed in "unknown field (allowed: ...)" messages.
@@ -394,6 +433,8 @@ export const vassalSchema = z
     limits,
     /** A limit this host cannot apply refuses the deploy instead of a warning. */
     limits_required: z.boolean().default(false),
+    /** Fleet vassals only: where in the fleet it runs. */
+    placement,
   })
   // Fields named alike in the file and in the spec pass through as they are.
   .transform(({ command: written, on_critical: onCritical, limits_required: limitsRequired, emperor_protocol: emperorProtocol, heartbeat_timeout: heartbeat, ...fields }, ctx) => {

@@ -26,6 +26,7 @@ import { prepareLogsDir } from '../output/logdir.js';
 import type { MirrorLimit } from '../output/mirror.js';
 import type { LogFile } from '../output/logfile.js';
 import { probeBudget, type BudgetSnapshot, type ProbeBudget } from '../checks/budget.js';
+import type { FleetHost, FleetNode } from '../fleet/node.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -56,6 +57,8 @@ export interface EmperorOptions {
   readonly probeBudget?: ProbeBudget;
   /** The uWSGI binary for .ini vassals (default `uwsgi` on PATH). */
   readonly uwsgiBin?: string;
+  /** Fleet mode: this node's name, and whether fleet vassals may run as root (--fleet-allow-root). */
+  readonly fleet?: { readonly node: string; readonly allowRoot: boolean };
 }
 
 /** One row of status: a vassal, or a file that never yielded a valid spec ("invalid"). */
@@ -79,10 +82,14 @@ export interface EmperorStatus {
   readonly containment: ContainmentStatus;
   /** The probe budget: slots, probes running and waiting, and whether checks fall behind. */
   readonly probes: BudgetSnapshot;
+  /** Fleet mode: this node, its lease, and the fleet instances it holds. */
+  readonly fleet?: ReturnType<FleetNode['snapshotView']>;
 }
 
 interface Entry {
   readonly name: string;
+  /** A fleet instance (its spec comes from etcd, `file` is the key's label), not a file here. */
+  readonly fleet: boolean;
   file: string;
   vassal: Vassal | undefined;
   fileError: ConfigError | undefined;
@@ -183,6 +190,7 @@ export class Emperor {
   /** How every vassal file is read: the watcher's reads and reload's re-reads alike. */
   private readonly load: LoadOptions;
   private readonly budget: ProbeBudget;
+  private fleetNode: FleetNode | undefined;
   // Once per episode, not per late run: "checks are behind" is one fact, however many are late.
   private readonly onChecksBehind = (i: { check: string; lagMs: number; intervalMs: number; limit: number; waiting: number }): void => {
     this.log.warn(
@@ -268,6 +276,8 @@ export class Emperor {
     this.shuttingDown = true;
     await this.watcher.close();
     await Promise.all([...this.entries.values()].map((e) => e.vassal?.stop() ?? Promise.resolve()));
+    // Only now that nothing runs: the lease goes, and other nodes may take over at once.
+    await this.fleetNode?.close();
     await this.guardian.close();
     await this.parser.close();
     await this.containment.close();
@@ -291,7 +301,7 @@ export class Emperor {
     }
     this.conflicts.delete(file);
     if (!entry) {
-      entry = { name, file, vassal: undefined, fileError: undefined, removed: false, seq: 0, key: undefined };
+      entry = { name, file, fleet: false, vassal: undefined, fileError: undefined, removed: false, seq: 0, key: undefined };
       this.entries.set(name, entry);
     }
     entry.file = file;
@@ -319,6 +329,8 @@ export class Emperor {
   }
 
   private markInvalid(entry: Entry, error: ConfigError, wasRemoved: boolean): void {
+    // A fleet document is looked at on every round: say it once per problem.
+    if (entry.fleet && entry.fileError?.message === error.message) return;
     entry.fileError = error;
     this.changed(entry.name);
     const keeps = entry.vassal && !wasRemoved ? '; the running version keeps running until the file is fixed' : '';
@@ -351,7 +363,7 @@ export class Emperor {
     if (!entry.vassal) {
       this.log.info(`deploying ${file}`, { vassal: name, event: 'deploy' });
       entry.key = key;
-      entry.vassal = this.createVassal(spec);
+      entry.vassal = this.createVassal(spec, entry.fleet);
       entry.vassal.start();
       return;
     }
@@ -389,7 +401,9 @@ export class Emperor {
     });
   }
 
-  private createVassal(spec: VassalSpec): Vassal {
+  private createVassal(spec: VassalSpec, fleet = false): Vassal {
+    const node = this.opts.fleet?.node;
+    const serviceHost = fleet && node !== undefined ? node : this.hostname;
     const vassal = new Vassal(spec, {
       logger: this.opts.logger,
       logsDir: this.opts.logsDir,
@@ -397,14 +411,16 @@ export class Emperor {
       ...(this.opts.mirrorLimit ? { mirrorLimit: this.opts.mirrorLimit } : {}),
       baseEnv: this.baseEnv,
       ...(this.opts.uwsgiBin ? { uwsgiBin: this.opts.uwsgiBin } : {}),
-      guardian: this.guardian,
+      // A fleet instance is also killed by the guardian when its claim may have lapsed.
+      guardian: fleet ? { add: (pgid, cgroup) => this.guardian.addFenced(pgid, cgroup), remove: (pgid) => this.guardian.remove(pgid) } : this.guardian,
+      ...(fleet ? { mayStart: (s: VassalSpec) => (this.fleetNode ? this.fleetNode.mayStart(s.name) : 'fleet mode is not running') } : {}),
       records: this.records,
       containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n) },
       beforeStop: (name) => this.opts.registrar?.stopping(name) ?? Promise.resolve(),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
         ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
-        ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(this.hostname, s.name) } : {}),
+        ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(serviceHost, s.name) } : {}),
       }),
     });
     vassal.on('state', () => this.changed(vassal.name));
@@ -440,7 +456,84 @@ export class Emperor {
 
   private registrationOf(v: Vassal): Registration | undefined {
     const spec = v.runningSpec;
-    return spec.service ? registrationFor(spec, spec.service, v.snapshot(), this.hostname) : undefined;
+    if (!spec.service) return undefined;
+    const node = this.opts.fleet?.node;
+    if (node !== undefined && this.entries.get(v.name)?.fleet) {
+      // Replicas of one fleet vassal on several nodes must not share a registry key.
+      return registrationFor(spec, { ...spec.service, name: `${spec.service.name}@${node}` }, v.snapshot(), node);
+    }
+    return registrationFor(spec, spec.service, v.snapshot(), this.hostname);
+  }
+
+  // ---- fleet ---------------------------------------------------------------------------
+
+  /** Attach the fleet node that decides which fleet instances run here. */
+  useFleet(node: FleetNode): void {
+    this.fleetNode = node;
+  }
+
+  /** What the fleet node may ask of this emperor. */
+  fleetHost(): FleetHost {
+    return {
+      logger: this.opts.logger,
+      parse: (bytes, label, name) => this.parser.parse(bytes, label, { fleetName: name }),
+      admit: (spec) => this.admitFleet(spec),
+      run: (name, spec) => this.runFleet(name, spec),
+      invalid: (name, _label, error) => {
+        const entry = this.entries.get(name);
+        if (entry?.fleet) this.markInvalid(entry, error, false);
+      },
+      stop: (name, why) => this.stopFleet(name, why),
+      fenceDeadline: (cs) => this.guardian.setFenceDeadline(cs),
+      vassalCount: () => this.entries.size,
+    };
+  }
+
+  /**
+   * Who a fleet spec runs as on this node. The spec arrives over the network: it never runs as
+   * root unless the emperor was started with --fleet-allow-root; an emperor running as root
+   * needs a non-root user: in it otherwise.
+   */
+  private async admitFleet(spec: VassalSpec): Promise<{ ok: true } | { ok: false; problem: string }> {
+    const iv = await resolveIdentity(spec, { isRoot: this.policy.isRoot, tyrant: false, tyrantAllowRoot: false }, undefined);
+    if (!iv.ok) return iv;
+    if (this.policy.isRoot && !this.opts.fleet?.allowRoot) {
+      if (!iv.identity) return { ok: false, problem: 'user: this node runs as root, and a fleet vassal never runs as root here: name a non-root user (or start the emperor with --fleet-allow-root)' };
+      if (iv.identity.uid === 0 || iv.identity.gid === 0) return { ok: false, problem: `user: "${spec.user ?? ''}" is root (uid or gid 0); a fleet vassal never runs as root here unless the emperor was started with --fleet-allow-root` };
+    }
+    if (iv.identity) this.identities.set(spec, iv.identity);
+    const refusal = this.limitsRefusal(spec);
+    return refusal ? { ok: false, problem: refusal.problem } : { ok: true };
+  }
+
+  private runFleet(name: string, spec: VassalSpec): Vassal | string {
+    if (this.shuttingDown) return 'the emperor is shutting down';
+    let entry = this.entries.get(name);
+    if (entry && !entry.fleet) return `the local vassal file ${entry.file} has that name`;
+    if (!entry) {
+      entry = { name, file: spec.file, fleet: true, vassal: undefined, fileError: undefined, removed: false, seq: 0, key: undefined };
+      this.entries.set(name, entry);
+    }
+    const wasRemoved = entry.removed;
+    entry.removed = false;
+    entry.seq++;
+    // A fleet document's identity is its content (no file, no mtime).
+    this.apply(entry, spec, spec.hash, wasRemoved);
+    return entry.vassal ?? entry.fileError?.message ?? 'not started';
+  }
+
+  private async stopFleet(name: string, why: string): Promise<void> {
+    const entry = this.entries.get(name);
+    if (!entry?.fleet) return;
+    entry.removed = true;
+    entry.seq++;
+    if (!entry.vassal) {
+      this.entries.delete(name);
+      return;
+    }
+    this.log.info(`stopping fleet instance: ${why}`, { vassal: name, event: 'fleet-stop' });
+    await entry.vassal.stop();
+    if (entry.removed && this.entries.get(name) === entry) this.entries.delete(name);
   }
 
   /** Push a result to a vassal's ttl check (the app or an operator reports in). */
@@ -471,6 +564,7 @@ export class Emperor {
       registries: this.opts.registrar?.status() ?? [],
       containment: this.containment.status(),
       probes: this.budget.snapshot(),
+      ...(this.fleetNode ? { fleet: this.fleetNode.snapshotView() } : {}),
     };
   }
 
@@ -585,7 +679,8 @@ export class Emperor {
         void vassal.restart();
         break;
       case 'reload':
-        void reloadVassal(vassal, await this.reread(entry));
+        // A fleet instance's document lives in etcd; the node reloads it when it changes there.
+        void (entry.fleet ? vassal.restart() : reloadVassal(vassal, await this.reread(entry)));
         break;
     }
     const bound = actionBoundMs(vassal.spec);
@@ -660,7 +755,7 @@ export class Emperor {
             const vassal = entry.vassal;
             // A vassal stopped by hand stays stopped; SIGHUP redeploys what is meant to run.
             if (vassal && !entry.removed && vassal.state !== 'stopped') {
-              await reloadVassal(vassal, await this.reread(entry));
+              await (entry.fleet ? vassal.restart() : reloadVassal(vassal, await this.reread(entry)));
             }
             return this.row(entry, Date.now());
           });

@@ -21,18 +21,60 @@ import type { Writable } from 'node:stream';
 // on the host. dash's kill wants -s KILL; it rejects "kill -KILL -- -PGID".
 const SCRIPT = `
 trap '' INT TERM HUP
+# Fleet fencing: a fleet instance (F<pgid> [cgroup]) may run only until the deadline D<cs>, in
+# centiseconds of /proc/uptime, that the emperor moves on with every confirmed lease renewal. A
+# timer subshell kills them at the deadline unless re-armed first, so a frozen emperor (SIGSTOP,
+# a long GC) cannot keep them running past the lease. Every change re-arms, so the timer's copy
+# of the list is never stale (a stale pgid could have been reused by another process).
+fence() {
+  set | while IFS= read -r v; do
+    case $v in
+      c_[0-9]*=*) v=\${v#*=}; v=\${v#\\'}; v=\${v%\\'}; [ -e "$v/cgroup.kill" ] && echo 1 > "$v/cgroup.kill" ;;
+    esac
+  done 2>/dev/null
+  set | while IFS= read -r v; do
+    case $v in f_[0-9]*=*) v=\${v#f_}; kill -s KILL -- "-\${v%%=*}" 2>/dev/null ;; esac
+  done
+}
+# Cancel the timer, if it is still our child: dash reaps it at once, so its pid may be anyone's now.
+untime() {
+  [ -n "$t" ] && read -r st 2>/dev/null < "/proc/$t/stat" && set -- $st && [ "$4" = "$$" ] && kill -s USR1 "$t" 2>/dev/null
+  t=
+}
+arm() {
+  untime
+  [ -n "$dl" ] || return 0
+  (
+    trap 'kill "$s" 2>/dev/null; exit 0' USR1
+    read -r up _ < /proc/uptime
+    up=\${up%.*}\${up#*.}
+    d=$((dl - up))
+    if [ "$d" -gt 0 ]; then
+      sleep "$((d / 100)).$((d / 10 % 10))$((d % 10))" & s=$!
+      wait "$s"
+    fi
+    fence
+  ) &
+  t=$!
+}
+t=
+dl=
 while IFS= read -r l; do
   case $l in
-    quit) exit 0 ;;
+    quit) untime; exit 0 ;;
+    D*) dl=\${l#D}; case $dl in *[!0-9]*) dl= ;; esac; arm; continue ;;
+    F*) r=\${l#F}; id=\${r%% *}; cg=; case $r in *' '*) cg=\${r#* } ;; esac ;;
     [+-]*) id=\${l#?} ;;
     *) continue ;;
   esac
   case $id in ''|0*|1|*[!0-9]*) continue ;; esac
   case $l in
     +*) eval "g_$id=1" ;;
-    *) unset "g_$id" ;;
+    F*) eval "g_$id=1 f_$id=1"; [ -n "$cg" ] && eval "c_$id=\\$cg"; arm ;;
+    *) eval "w=\\\${f_$id-}"; unset "g_$id" "f_$id" "c_$id"; [ -n "$w" ] && arm ;;
   esac
 done
+untime
 if [ -n "$1" ]; then
   if [ -e "$1/cgroup.kill" ]; then
     echo 1 > "$1/cgroup.kill"
@@ -76,6 +118,8 @@ interface Running {
 
 const noop = (): void => undefined;
 
+const fencedLine = (pgid: number, cgroup: string | null): string => (cgroup ? `F${pgid} ${cgroup}` : `F${pgid}`);
+
 function launch(cgroupDirs: readonly string[]): Running {
   let child: ChildProcess;
   try {
@@ -103,6 +147,10 @@ export class Guardian {
   private running: Running | undefined;
   private started = false;
   private readonly groups = new Set<number>();
+  /** Fleet instances' groups (and cgroups): killed at the fence deadline too. */
+  private readonly fenced = new Map<number, string | null>();
+  /** The fence deadline line last sent ("D<cs>", or "D" for none), replayed to a new guardian. */
+  private deadlineLine = 'D';
   private cgroupDirs: readonly string[] = [];
 
   /** Pid of the guardian shell, while it runs. */
@@ -121,7 +169,31 @@ export class Guardian {
       if (this.running === running) this.running = undefined;
     });
     // After a restart the new guardian must know every group the old one did.
-    for (const pgid of this.groups) this.send(`+${pgid}`);
+    for (const pgid of this.groups) this.send(this.fenced.has(pgid) ? fencedLine(pgid, this.fenced.get(pgid) ?? null) : `+${pgid}`);
+    this.send(this.deadlineLine);
+  }
+
+  /**
+   * A fleet instance's group (and cgroup, which catches processes that left the group): killed
+   * like any other when the emperor dies, and also at the fence deadline.
+   */
+  addFenced(pgid: number, cgroup: string | null): void {
+    if (!Number.isInteger(pgid) || pgid < 2) return;
+    // A path the script could misread (a newline, a quote) is left to the process-group kill.
+    const cg = cgroup !== null && /^\/[A-Za-z0-9_.@/+:-]*$/.test(cgroup) ? cgroup : null;
+    this.groups.add(pgid);
+    this.fenced.set(pgid, cg);
+    if (this.started && !this.running) this.start();
+    else this.send(fencedLine(pgid, cg));
+  }
+
+  /**
+   * Fleet instances must be dead by `uptimeCs` (centiseconds of /proc/uptime, the kernel's
+   * CLOCK_BOOTTIME, which the guardian can read without forking); undefined: no deadline.
+   */
+  setFenceDeadline(uptimeCs: number | undefined): void {
+    this.deadlineLine = uptimeCs === undefined ? 'D' : `D${Math.max(0, Math.floor(uptimeCs))}`;
+    this.send(this.deadlineLine);
   }
 
   add(pgid: number): void {
@@ -133,6 +205,7 @@ export class Guardian {
   }
 
   remove(pgid: number): void {
+    this.fenced.delete(pgid);
     if (!this.groups.delete(pgid)) return;
     this.send(`-${pgid}`);
   }

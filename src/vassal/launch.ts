@@ -57,6 +57,8 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   const argv = argvOf(ctx, spec);
   let proc: VassalProcess;
   try {
+    const refusal = ctx.mayStart?.(spec);
+    if (refusal !== undefined) throw new Error(refusal);
     const bin = argv[0] ?? '';
     if (spec.kind === 'uwsgi' && findExecutable(bin, spec.cwd, env.PATH) === undefined) {
       throw new Error(`${spec.file}: the uWSGI binary ${JSON.stringify(bin)} was not found${bin.includes('/') ? '' : ' on PATH'}; install uWSGI (Debian: uwsgi and uwsgi-plugin-python3) or name it with --uwsgi-bin`);
@@ -80,7 +82,7 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
     void ctx.containment?.release(spec.name).catch(() => undefined);
   }
   if (proc.pid > 0) {
-    ctx.guardian.add(proc.pgid);
+    ctx.guardian.add(proc.pgid, proc.cgroup ?? null);
     ctx.records
       .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv, emperorPid: process.pid, spawnId })
       .catch((err: unknown) => log('warn', 'record-failed', `could not write pid record: ${String(err)}`));

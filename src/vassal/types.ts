@@ -21,7 +21,12 @@ export interface VassalContext {
   /** Environment every vassal inherits (secrets already removed). */
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Kills recorded groups if the emperor dies without cleaning up. */
-  readonly guardian: { add(pgid: number): void; remove(pgid: number): void };
+  readonly guardian: { add(pgid: number, cgroup: string | null): void; remove(pgid: number): void };
+  /**
+   * Asked right before each spawn; a reason refuses it (a failed start). A fleet instance may
+   * start only while its node's claim on it is valid.
+   */
+  readonly mayStart?: (spec: VassalSpec) => string | undefined;
   /** Pid records, so the next emperor can kill what a SIGKILLed one left behind. */
   readonly records: {
     write(name: string, rec: { pid: number; pgid: number; startTime: string | undefined; argv: readonly string[]; emperorPid: number; spawnId: string }): Promise<void>;

@@ -189,6 +189,8 @@ class EtcdProcess implements EtcdServer {
     peerPort: number,
     readonly auth: EtcdAuthOptions | undefined,
     private readonly readyTimeoutMs: number,
+    /** A member of a cluster (startEtcdCluster): its name and the whole cluster's peer list. */
+    private readonly member?: { name: string; initialCluster: string; token: string },
   ) {
     this.endpoint = `127.0.0.1:${clientPort}`;
     this.clientUrl = `http://${this.endpoint}`;
@@ -206,6 +208,25 @@ class EtcdProcess implements EtcdServer {
   }
 
   private args(): string[] {
+    if (this.member) {
+      return [
+        '--name', this.member.name,
+        '--data-dir', this.dataDir,
+        '--listen-client-urls', this.clientUrl,
+        '--advertise-client-urls', this.clientUrl,
+        '--listen-peer-urls', this.peerUrl,
+        '--initial-advertise-peer-urls', this.peerUrl,
+        '--initial-cluster', this.member.initialCluster,
+        '--initial-cluster-state', 'new',
+        '--initial-cluster-token', this.member.token,
+        // etcd's defaults (100 ms / 1 s): shorter ones make leaders flap on a busy two-core machine.
+        '--heartbeat-interval', '100',
+        '--election-timeout', '1000',
+        '--logger', 'zap',
+        '--log-outputs', 'stderr',
+        '--log-level', 'warn',
+      ];
+    }
     return [
       '--name', 'default',
       '--data-dir', this.dataDir,
@@ -369,4 +390,54 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
     }
   }
   throw lastError;
+}
+
+export interface EtcdCluster {
+  readonly members: readonly EtcdServer[];
+  /** "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" (for --etcd-endpoint). */
+  readonly endpoints: string;
+  /** Stop and remove every member. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * A real etcd cluster of `size` members on free loopback ports, each with its own data dir. The
+ * members start together (a member is healthy only once the cluster has quorum). A member can be
+ * stopped and started again (`members[i].stop()`, `.start()`); starting several at once (for
+ * quorum) must be done together: `Promise.all(ms.map((m) => m.start()))`.
+ */
+export async function startEtcdCluster(size = 3, opts: { readyTimeoutMs?: number } = {}): Promise<EtcdCluster> {
+  const etcdBin = requireBinary('etcd');
+  const ports: Array<{ client: number; peer: number }> = [];
+  const used = new Set<number>();
+  const pick = async (): Promise<number> => {
+    for (;;) {
+      const p = await freePort();
+      if (!used.has(p)) {
+        used.add(p);
+        return p;
+      }
+    }
+  };
+  for (let i = 0; i < size; i++) ports.push({ client: await pick(), peer: await pick() });
+  const token = `emperor-cluster-${process.pid}-${Date.now()}`;
+  const initialCluster = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(',');
+  const members: EtcdProcess[] = [];
+  for (let i = 0; i < size; i++) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'emperor-etcd-cluster-'));
+    members.push(new EtcdProcess(etcdBin, dataDir, ports[i]!.client, ports[i]!.peer, undefined, opts.readyTimeoutMs ?? 60_000, { name: `m${i}`, initialCluster, token }));
+  }
+  try {
+    await Promise.all(members.map((m) => m.start()));
+  } catch (err) {
+    await Promise.all(members.map((m) => m.dispose()));
+    throw err;
+  }
+  return {
+    members,
+    endpoints: members.map((m) => m.endpoint).join(','),
+    dispose: async () => {
+      await Promise.all(members.map((m) => m.dispose()));
+    },
+  };
 }

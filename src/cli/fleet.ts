@@ -1,0 +1,246 @@
+// `emperor fleet deploy|remove|status`: fleet vassals in etcd, from anywhere that reaches it.
+// deploy validates a file exactly as a node will (and as a local vassal file is validated) and
+// writes nothing when it is invalid; the nodes place, claim and run it.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import type { Etcd3 } from 'etcd3';
+import type { parseVassal as ParseVassal } from '../config/load.js';
+import { classifyVassalFile, vassalNameProblem } from '../config/names.js';
+import { MAX_VASSAL_FILE_BYTES, tooLarge } from '../config/read.js';
+import type { VassalSpec } from '../config/spec.js';
+import { claimsPrefix, specKey } from '../fleet/keys.js';
+import type { FleetSnapshot } from '../fleet/snapshot.js';
+import { prefixRange } from '../registries/etcd/keys.js';
+import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
+
+const CLI_CALL_TIMEOUT_MS = 3000;
+
+class UsageError extends Error {}
+
+type Flags = EtcdCliOptions & { name?: string; json?: boolean; wait?: boolean };
+
+/** Options of this command and its parents, nearest first (the etcd options sit on both). */
+function collectFlags(cmd: Command): Flags {
+  const merged: Record<string, unknown> = {};
+  for (let c: Command | null = cmd; c; c = c.parent) {
+    for (const [k, v] of Object.entries(c.opts())) if (v !== undefined && merged[k] === undefined) merged[k] = v;
+  }
+  return merged;
+}
+
+function etcdConfig(flags: Flags): EtcdConfig {
+  const cfg = resolveEtcdConfig(flags, process.env);
+  if (!cfg) throw new UsageError('--etcd-endpoint is required (or set EMPEROR_ETCD_ENDPOINT / EMPUSA_ETCD_ENDPOINT): expected host:port');
+  return cfg;
+}
+
+async function run(name: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    const usage = err instanceof UsageError || err instanceof EtcdConfigError;
+    process.stderr.write(`emperor fleet ${name}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
+    process.exitCode = usage ? 2 : 1;
+  }
+}
+
+// The etcd client and the vassal parser (zod, yaml) are loaded only by the commands that use
+// them: main.ts adds these commands to every emperor, which should stay light.
+const etcdLibrary = () => import('../registries/etcd/client.js');
+const parser = async (): Promise<typeof ParseVassal> => (await import('../config/load.js')).parseVassal;
+
+async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3, etcd: Awaited<ReturnType<typeof etcdLibrary>>) => Promise<T>): Promise<T> {
+  const etcd = await etcdLibrary();
+  const client = etcd.createEtcdClient(cfg, { callTimeoutMs: CLI_CALL_TIMEOUT_MS });
+  try {
+    return await fn(client, etcd);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof etcd.EtcdRegistryError) throw err;
+    throw new etcd.EtcdRegistryError(etcd.describeEtcdError(err, cfg), 'other');
+  } finally {
+    client.close();
+  }
+}
+
+export function describePlacement(spec: VassalSpec): string {
+  const p = spec.placement;
+  if (!p) return 'none';
+  if (p.kind === 'replicas') return `replicas: ${p.replicas}`;
+  if (p.kind === 'nodes') return `nodes: [${p.nodes.join(', ')}]`;
+  return 'all: true';
+}
+
+/** Validate a file as a fleet vassal named `name`; the same ConfigError a node would report. */
+async function validate(file: string, name: string): Promise<{ spec: VassalSpec; bytes: Buffer }> {
+  let bytes: Buffer;
+  try {
+    const st = await fs.stat(file);
+    if (!st.isFile()) throw new UsageError(`${file}: not a regular file`);
+    if (st.size > MAX_VASSAL_FILE_BYTES) throw new UsageError(`${file}: ${tooLarge(st.size)}`);
+    bytes = await fs.readFile(file);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const verdict = (await parser())(bytes, file, { fleetName: name });
+  if (!verdict.ok) throw new UsageError(`invalid fleet vassal, nothing deployed: ${verdict.error.message}`);
+  return { spec: verdict.spec, bytes };
+}
+
+async function deploy(file: string, flags: Flags): Promise<void> {
+  const absolute = path.resolve(file);
+  let name = flags.name;
+  if (name === undefined) {
+    const c = classifyVassalFile(path.basename(absolute));
+    if (c.kind === 'ignored') throw new UsageError(`${file}: expected a vassal file named NAME.yaml, NAME.yml or NAME.json (or give --name)`);
+    if (c.kind === 'bad-name') throw new UsageError(`${file}: invalid vassal name ${JSON.stringify(c.name)}: ${c.reason} (or give --name)`);
+    name = c.name;
+  } else {
+    const problem = vassalNameProblem(name);
+    if (problem !== undefined) throw new UsageError(`--name: ${problem}`);
+  }
+  // Nodes read a fleet document as YAML (JSON is YAML too); an .ini would mean something else there.
+  if (path.extname(absolute) === '.ini') throw new UsageError(`${file}: a fleet vassal is a YAML or JSON file (uWSGI .ini vassals run from a vassals directory)`);
+  const { spec, bytes } = await validate(absolute, name);
+  const cfg = etcdConfig(flags);
+  await withClient(cfg, async (client) => {
+    await client.put(specKey(cfg.treeRoot, name)).value(bytes);
+  });
+  process.stdout.write(`deployed fleet vassal ${name} (${describePlacement(spec)}) to ${cfg.treeRoot}\n`);
+}
+
+async function remove(name: string, flags: Flags): Promise<void> {
+  const problem = vassalNameProblem(name);
+  if (problem !== undefined) throw new UsageError(`NAME: ${problem}`);
+  const cfg = etcdConfig(flags);
+  await withClient(cfg, async (client, etcd) => {
+    const deleted = Number((await client.delete().key(specKey(cfg.treeRoot, name)).exec()).deleted);
+    if (deleted === 0) {
+      process.stderr.write(`emperor fleet remove: no fleet vassal named ${name} under ${cfg.treeRoot}\n`);
+      return;
+    }
+    process.stdout.write(`removed fleet vassal ${name}\n`);
+    if (flags.wait === false) return;
+    // Each node stops its instance (deregister, drain, signal) and then gives its claim back.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const left = (await client.kv.range(prefixRange(claimsPrefix(cfg.treeRoot, name)))).kvs.length;
+      if (left === 0) {
+        process.stdout.write(`all instances of ${name} stopped\n`);
+        return;
+      }
+      if (Date.now() > deadline) throw new etcd.EtcdRegistryError(`${left} instance(s) of ${name} still hold their claims after 60s; they stop when their nodes see the removal`, 'slow');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+}
+
+export interface FleetStatusJson {
+  root: string;
+  revision: string;
+  nodes: Array<{ name: string; host: string; pid: number; alive: boolean; vassals: number; instances: number; load: number; started: number }>;
+  vassals: Array<{
+    name: string;
+    placement: string | null;
+    error: string | null;
+    instances: Array<{ node: string; slot: string; state: string; pid: number | null; health: string | null }>;
+    /** Instances the placement asks for that nobody runs yet. */
+    pending: number;
+  }>;
+  /** Keys under the fleet prefix that are not fleet keys. */
+  invalidKeys: Array<{ key: string; reason: string }>;
+}
+
+export function fleetStatus(snap: FleetSnapshot, root: string, parseVassal: typeof ParseVassal): FleetStatusJson {
+  const nodes: FleetStatusJson['nodes'] = [...snap.nodes].map(([name, n]) => ({
+    name,
+    host: n.record?.host ?? '?',
+    pid: n.record?.pid ?? 0,
+    alive: true,
+    vassals: n.record?.vassals ?? 0,
+    instances: n.record?.instances ?? 0,
+    load: n.record?.load ?? 0,
+    started: n.record?.started ?? 0,
+  }));
+  const vassals: FleetStatusJson['vassals'] = [];
+  const names = new Set([...snap.specs.keys(), ...snap.claims.keys()]);
+  for (const name of [...names].sort()) {
+    const doc = snap.specs.get(name);
+    const verdict = doc ? parseVassal(doc.raw, `etcd:${specKey(root, name)}`, { fleetName: name }) : undefined;
+    const instances = [...(snap.claims.get(name) ?? new Map<string, never>())].map(([slot, c]) => ({
+      slot,
+      node: c.record?.node ?? '?',
+      state: c.record?.state ?? 'claimed',
+      pid: c.record?.pid ?? null,
+      health: c.record?.health ?? null,
+    }));
+    let wanted = 0;
+    if (verdict?.ok) {
+      const p = verdict.spec.placement;
+      wanted = p?.kind === 'replicas' ? p.replicas : p?.kind === 'nodes' ? p.nodes.length : nodes.length;
+      // Named nodes that are not alive are shown, so a typo in nodes: is visible.
+      if (p?.kind === 'nodes') {
+        for (const n of p.nodes) {
+          if (!nodes.some((x) => x.name === n)) nodes.push({ name: n, host: '?', pid: 0, alive: false, vassals: 0, instances: 0, load: 0, started: 0 });
+        }
+      }
+    }
+    vassals.push({
+      name,
+      placement: verdict?.ok ? describePlacement(verdict.spec) : null,
+      error: doc === undefined ? 'removed; instances are stopping' : verdict && !verdict.ok ? verdict.error.message : null,
+      instances: instances.sort((a, b) => a.node.localeCompare(b.node)),
+      pending: Math.max(0, wanted - instances.length),
+    });
+  }
+  nodes.sort((a, b) => a.name.localeCompare(b.name));
+  return { root, revision: snap.revision, nodes, vassals, invalidKeys: snap.bad };
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+async function status(flags: Flags): Promise<void> {
+  const cfg = etcdConfig(flags);
+  const { readFleet } = await import('../fleet/snapshot.js');
+  const snap = await withClient(cfg, (client) => readFleet(client, cfg.treeRoot));
+  const s = fleetStatus(snap, cfg.treeRoot, await parser());
+  if (flags.json) {
+    process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+    return;
+  }
+  const out: string[] = [];
+  out.push(s.nodes.length === 0 ? `no fleet nodes under ${cfg.treeRoot}` : table([['NODE', 'HOST', 'PID', 'ALIVE', 'VASSALS', 'FLEET', 'LOAD'], ...s.nodes.map((n) => [n.name, n.host, String(n.pid || '-'), n.alive ? 'yes' : 'no', String(n.vassals), String(n.instances), n.load.toFixed(2)])]));
+  out.push('');
+  if (s.vassals.length === 0) out.push('no fleet vassals');
+  else {
+    const rows = [['VASSAL', 'PLACEMENT', 'NODE', 'STATE', 'PID', 'HEALTH']];
+    for (const v of s.vassals) {
+      if (v.instances.length === 0) rows.push([v.name, v.placement ?? '-', '-', v.error ? 'invalid' : 'pending', '-', '-']);
+      for (const [i, inst] of v.instances.entries()) rows.push([i === 0 ? v.name : '', i === 0 ? (v.placement ?? '-') : '', inst.node, inst.state, inst.pid === null ? '-' : String(inst.pid), inst.health ?? '-']);
+      if (v.instances.length > 0 && v.pending > 0) rows.push(['', '', `(${v.pending} pending)`, '', '', '']);
+    }
+    out.push(table(rows));
+    for (const v of s.vassals) if (v.error) out.push(`${v.name}: ${v.error}`);
+  }
+  for (const b of s.invalidKeys) out.push(`ignored key ${JSON.stringify(b.key)}: ${b.reason}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+/** `emperor fleet …`; the etcd options work on `fleet` and on each subcommand, as for `service`. */
+export function addFleetCommands(program: Command): void {
+  const fleet = program.command('fleet').description('deploy, remove and inspect fleet vassals (placed on emperors started with --fleet)');
+  addEtcdOptions(fleet, { leaseTtl: false });
+  const dep = fleet
+    .command('deploy <file>')
+    .description('validate a vassal file with a placement block and put it in etcd; nothing is written when it is invalid')
+    .addOption(new Option('--name <name>', 'the fleet vassal name (default: the file name without extension)'));
+  addEtcdOptions(dep, { leaseTtl: false }).action((file: string, _o: unknown, cmd: Command) => run('deploy', () => deploy(file, collectFlags(cmd))));
+  const rm = fleet.command('remove <name>').description('remove a fleet vassal; waits until every instance has stopped').option('--no-wait', 'return once the removal is written');
+  addEtcdOptions(rm, { leaseTtl: false }).action((name: string, _o: unknown, cmd: Command) => run('remove', () => remove(name, collectFlags(cmd))));
+  const st = fleet.command('status').description('every node (alive, vassals, load) and every fleet vassal (where each instance runs, state, health)').option('--json', 'print JSON');
+  addEtcdOptions(st, { leaseTtl: false }).action((_o: unknown, cmd: Command) => run('status', () => status(collectFlags(cmd))));
+}
