@@ -178,6 +178,16 @@ describe('fleet mode', () => {
     assert.equal(row?.state, 'running');
     assert.equal(row?.file, `etcd:${root}/fleet/vassals/solo`);
 
+    // The etcd options and variables of `service`, before or after the subcommand.
+    const before = await runCli([...etcdArgs(root), 'fleet', 'status', '--json']);
+    assert.equal(before.code, 0, before.stderr);
+    assert.equal((JSON.parse(before.stdout) as StatusJson).vassals[0]?.name, 'solo');
+    const fromEnv = await runCli(['fleet', 'status', '--json'], { ...process.env, EMPUSA_ETCD_ENDPOINT: cluster.endpoints, EMPEROR_TREE_ROOT: root });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    assert.equal((JSON.parse(fromEnv.stdout) as StatusJson).vassals[0]?.name, 'solo');
+    const table = await fleet(['status'], root);
+    assert.match(table.stdout, /^solo\s+replicas: 1\s+n\d\s+running\s+\d+\s+passing$/m);
+
     const rm = await fleet(['remove', 'solo'], root);
     assert.equal(rm.code, 0, rm.stderr);
     assert.match(rm.stdout, /all instances of solo stopped/);

@@ -12,6 +12,7 @@ import type { VassalSpec } from '../config/spec.js';
 import { claimsPrefix, specKey } from '../fleet/keys.js';
 import type { FleetSnapshot } from '../fleet/snapshot.js';
 import { prefixRange } from '../registries/etcd/keys.js';
+import { mergedOptions, optionsAlsoBefore } from './option-position.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 
 const CLI_CALL_TIMEOUT_MS = 3000;
@@ -20,14 +21,7 @@ class UsageError extends Error {}
 
 type Flags = EtcdCliOptions & { name?: string; json?: boolean; wait?: boolean };
 
-/** Options of this command and its parents, nearest first (the etcd options sit on both). */
-function collectFlags(cmd: Command): Flags {
-  const merged: Record<string, unknown> = {};
-  for (let c: Command | null = cmd; c; c = c.parent) {
-    for (const [k, v] of Object.entries(c.opts())) if (v !== undefined && merged[k] === undefined) merged[k] = v;
-  }
-  return merged;
-}
+const collectFlags = (cmd: Command): Flags => mergedOptions<Flags>(cmd);
 
 function etcdConfig(flags: Flags): EtcdConfig {
   const cfg = resolveEtcdConfig(flags, process.env);
@@ -230,10 +224,13 @@ async function status(flags: Flags): Promise<void> {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-/** `emperor fleet …`; the etcd options work on `fleet` and on each subcommand, as for `service`. */
+/**
+ * `emperor fleet …`; the etcd options work before `fleet`, on it and on each subcommand, as for
+ * `service` (`emperor --etcd-endpoint e:2379 fleet status`, `emperor fleet status --etcd-endpoint …`).
+ */
 export function addFleetCommands(program: Command): void {
   const fleet = program.command('fleet').description('deploy, remove and inspect fleet vassals (placed on emperors started with --fleet)');
-  addEtcdOptions(fleet, { leaseTtl: false });
+  optionsAlsoBefore(addEtcdOptions(fleet, { leaseTtl: false }));
   const dep = fleet
     .command('deploy <file>')
     .description('validate a vassal file with a placement block and put it in etcd; nothing is written when it is invalid')
