@@ -3,7 +3,7 @@
 // emperor or the helper, no probe (nor anything a probe started) is left behind, and a dead
 // helper is replaced for the next probe.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -77,6 +77,23 @@ describe('exec-probe helper', () => {
     const replaced = await childrenWith(process.pid, 'exec-helper.js');
     assert.equal(replaced.length, 1);
     assert.notEqual(replaced[0], helpers[0]);
+  });
+
+  it('without a private directory for output sockets, probes still run, their output joined by a shell', async () => {
+    // Kill the running helper so the next probe starts one that cannot make its directory.
+    const helpers = await childrenWith(process.pid, 'exec-helper.js');
+    for (const pid of helpers) process.kill(pid, 'SIGKILL');
+    // Gone from /proc: reaped, so the emperor's side has seen it exit.
+    await waitFor(() => helpers.every((pid) => !existsSync(`/proc/${pid}`)), 'the helper to be reaped');
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = path.join(dir, 'no-such-dir');
+    try {
+      const result = await runProbe({ kind: 'exec', argv: ['sh', '-c', 'echo one; echo two >&2; echo three; exit 1'] }, { timeoutMs: 60_000, cwd: dir, env: ENV });
+      assert.deepEqual(result, { status: 'warning', output: 'one\ntwo\nthree\n' });
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
   });
 
   it('a SIGKILLed emperor leaves no probe and no grandchild of a probe behind', async () => {

@@ -1,9 +1,11 @@
 // An exec probe, run where it is spawned: in the exec-probe helper process (exec-helper.ts).
-import { spawn } from 'node:child_process';
+import { spawn, type StdioOptions } from 'node:child_process';
 import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import type { CheckStatus } from '../config/spec.js';
 import { identityArgs, type Identity } from '../process/identity.js';
-import { setprivPath } from '../process/launch.js';
+import { launchProblem, setprivPath } from '../process/launch.js';
+import type { OutputPairs } from './output-pairs.js';
 import { critical, deadline, endedOutput, errorText, TailBuffer, type EndReason, type ProbeContext, type ProbeResult } from './probe-common.js';
 
 /** Signals a whole process group; ESRCH (already gone) is not an error. */
@@ -18,20 +20,32 @@ export function killGroup(pgid: number): void {
 }
 
 /**
- * The command line that runs argv with stderr joined to stdout, so the output is interleaved
- * exactly as written (two pipes would only give arrival order). `exec` keeps the pid: the
- * process we spawn, the group leader and the probe are one process.
+ * The command line of a probe. A probe for a vassal with its own user goes through util-linux
+ * setpriv, which switches to that user and sets a parent-death SIGKILL. A probe that runs as the
+ * emperor's own user is exec'd directly (one exec less per probe, measured by `npm run bench`
+ * section load): the helper process kills its probes' groups when the emperor goes away, and
+ * the emperor kills them when the helper does (exec-runner.ts).
  *
- * A probe for a vassal with its own user goes through util-linux setpriv, which switches to
- * that user and sets a parent-death SIGKILL. A probe that runs as the emperor's own user skips
- * setpriv (one exec less per probe, measured by `npm run bench` section load): the helper
- * process kills its probes' groups when the emperor goes away, and the emperor kills them when
- * the helper does (exec-runner.ts).
+ * `joined`: no shared output socket could be made (output-pairs.ts), so /bin/sh joins stderr
+ * to stdout instead; `exec` keeps the pid, so the process spawned, the group leader and the
+ * probe are still one process.
  */
-function wrappedArgv(argv: readonly string[], identity: Identity | undefined, setpriv: string | undefined): string[] {
-  const joined = ['/bin/sh', '-c', 'exec "$@" 2>&1', 'sh', ...argv];
-  if (identity === undefined || setpriv === undefined) return joined;
-  return [setpriv, '--pdeathsig', 'SIGKILL', ...identityArgs(identity), '--', ...joined];
+function commandLine(argv: readonly string[], identity: Identity | undefined, setpriv: string | undefined, joined: boolean): string[] {
+  const command = joined ? ['/bin/sh', '-c', 'exec "$@" 2>&1', 'sh', ...argv] : [...argv];
+  if (identity === undefined || setpriv === undefined) return command;
+  return [setpriv, '--pdeathsig', 'SIGKILL', ...identityArgs(identity), '--', ...command];
+}
+
+export interface ExecHooks {
+  /** Called with the probe's pid (its process group) once it is spawned. */
+  readonly onSpawn?: (pid: number) => void;
+  /** Where the probe's shared stdout/stderr socket comes from; without it, a shell joins them. */
+  readonly pairs?: OutputPairs | undefined;
+}
+
+/** Text for a probe that could not be started at all: why, in the words launchProblem uses. */
+function notStarted(argv: readonly string[], ctx: ProbeContext, err: unknown): ProbeResult {
+  return critical(`cannot start ${argv[0] ?? ''}: ${launchProblem(argv, ctx.cwd, ctx.env) ?? errorText(err)}`);
 }
 
 /**
@@ -41,19 +55,27 @@ function wrappedArgv(argv: readonly string[], identity: Identity | undefined, se
  * whole group gets SIGKILL, and the result only comes once the leader has been reaped, so a
  * probe never overlaps the next one.
  */
-export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, onSpawn?: (pid: number) => void): Promise<ProbeResult> {
+export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, hooks: ExecHooks = {}): Promise<ProbeResult> {
   // spawn() reports a missing cwd as "spawn /bin/sh ENOENT", which would point the wrong way.
   try {
     if (!(await stat(ctx.cwd)).isDirectory()) return critical(`working directory is not a directory: ${ctx.cwd}`);
   } catch {
     return critical(`working directory does not exist: ${ctx.cwd}`);
   }
-  if (ctx.signal?.aborted === true) return critical('aborted');
+  const aborted = (): boolean => ctx.signal?.aborted === true;
+  if (aborted()) return critical('aborted');
 
   // A probe must never run with more privilege than the vassal it checks.
   const setpriv = ctx.identity ? setprivPath() : undefined;
   if (ctx.identity && setpriv === undefined) return critical('cannot switch to the vassal user: util-linux setpriv is not installed');
-  const [file = '/bin/sh', ...args] = wrappedArgv(argv, ctx.identity, setpriv);
+  // No socket (out of descriptors, the listener failed): the shell joins the output instead.
+  const pair = await hooks.pairs?.pair().catch(() => undefined);
+  if (aborted()) {
+    pair?.child.destroy();
+    pair?.ours.destroy();
+    return critical('aborted');
+  }
+  const [file = '/bin/sh', ...args] = commandLine(argv, ctx.identity, setpriv, pair === undefined);
   const output = new TailBuffer();
   const run = deadline(ctx);
   return new Promise<ProbeResult>((resolve) => {
@@ -66,53 +88,69 @@ export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, 
     };
     let child;
     try {
-      child = spawn(file, args, { cwd: ctx.cwd, env: { ...ctx.env }, detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+      const stdio: StdioOptions = pair ? ['ignore', pair.child, pair.child] : ['ignore', 'pipe', 'ignore'];
+      child = spawn(file, args, { cwd: ctx.cwd, env: { ...ctx.env }, detached: true, stdio });
     } catch (err) {
-      settle(critical(`cannot start ${argv[0] ?? ''}: ${errorText(err)}`));
+      pair?.ours.destroy();
+      settle(notStarted(argv, ctx, err));
       return;
+    } finally {
+      // The probe has its own copy now; ours would keep the output open after it exits.
+      pair?.child.destroy();
     }
     const pid = child.pid;
+    const out: Readable | null = pair?.ours ?? child.stdout;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let outputClosed = out === null;
     let ended: EndReason | undefined;
 
-    child.stdout?.on('data', (chunk: Buffer) => output.write(chunk));
-    child.stdout?.on('error', () => undefined);
-    child.once('error', (err) => {
-      // Only a failed spawn leaves pid unset; a failed kill() is no reason to give up.
-      if (pid === undefined) settle(critical(`cannot start ${argv[0] ?? ''}: ${errorText(err)}`));
-    });
-    child.once('exit', (code, signal) => {
-      exit = { code, signal };
-      if (ended !== undefined) {
-        // Killed by us: report as soon as the leader is reaped, whoever holds the pipe.
-        child.stdout?.destroy();
-        const text = output.annotated();
-        const what = endedOutput(ended, ctx.timeoutMs);
-        settle(critical(text === '' ? what : `${what}\n\n${text}`));
-      }
-    });
-    // 'close' comes after 'exit' and the end of output: the normal way a run completes.
-    child.once('close', () => {
-      if (ended !== undefined || exit === undefined) return;
+    const endedResult = (reason: EndReason): ProbeResult => {
+      const text = output.annotated();
+      const what = endedOutput(reason, ctx.timeoutMs);
+      return critical(text === '' ? what : `${what}\n\n${text}`);
+    };
+    // Exit plus the end of output (every holder of the socket closed it): the normal way a run completes.
+    const complete = (): void => {
+      if (ended !== undefined || exit === undefined || !outputClosed) return;
       const { code, signal } = exit;
       const text = output.annotated();
       const status: CheckStatus = code === 0 ? 'passing' : code === 1 ? 'warning' : 'critical';
       const fallback = signal !== null ? `killed by ${signal}` : `exit status ${code ?? 'unknown'}`;
       settle({ status, output: text === '' && status !== 'passing' ? fallback : text });
+    };
+    out?.on('data', (chunk: Buffer) => output.write(chunk));
+    out?.on('error', () => undefined);
+    out?.once('close', () => {
+      outputClosed = true;
+      complete();
+    });
+    out?.resume();
+    child.once('error', (err) => {
+      // Only a failed spawn leaves pid unset; a failed kill() is no reason to give up.
+      if (pid === undefined) {
+        out?.destroy();
+        settle(notStarted(argv, ctx, err));
+      }
+    });
+    child.once('exit', (code, signal) => {
+      exit = { code, signal };
+      if (ended !== undefined) {
+        // Killed by us: report as soon as the leader is reaped, whoever holds the output.
+        out?.destroy();
+        settle(endedResult(ended));
+      } else complete();
     });
 
     if (pid === undefined) return; // the 'error' event settles
-    onSpawn?.(pid);
+    hooks.onSpawn?.(pid);
     const onEnd = (): void => {
       ended = run.reason() ?? 'abort';
       killGroup(pid);
-      // Exited already, with a grandchild holding the output pipe: the kill freed the pipe,
-      // and there is no 'exit' left to wait for.
+      // Exited already, with a grandchild holding the output: the kill freed it, and there is
+      // no 'exit' left to wait for.
       if (exit !== undefined) {
-        child.stdout?.destroy();
-        const text = output.annotated();
-        const what = endedOutput(ended, ctx.timeoutMs);
-        settle(critical(text === '' ? what : `${what}\n\n${text}`));
+        out?.destroy();
+        settle(endedResult(ended));
       }
     };
     if (run.signal.aborted) onEnd();

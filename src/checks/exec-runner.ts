@@ -10,6 +10,9 @@
 // passes small messages. (Before, one worker thread of the emperor spawned the probes: off the
 // event loop, but still forking the whole emperor.)
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Identity } from '../process/identity.js';
 import { killGroup } from './exec-probe.js';
@@ -35,6 +38,9 @@ const HELPER = fileURLToPath(new URL('./exec-helper.js', import.meta.url));
  */
 const HELPER_FLAGS = ['--max-semi-space-size=1'];
 
+/** How long a helper whose channel closed may take to exit before it is SIGKILLed. */
+const LINGER_MS = 5000;
+
 interface Pending {
   readonly done: (r: ProbeResult) => void;
   pgid: number | undefined;
@@ -45,13 +51,22 @@ class Helper {
   readonly pending = new Map<number, Pending>();
   private dead = false;
 
-  constructor(onDeath: (h: Helper) => void) {
+  constructor(onDeath: (h: Helper) => void /* no new probes for it; called again is harmless */) {
     // Its own process group: a Ctrl-C meant for the emperor must not kill in-flight probes
     // behind its back; the emperor's exit (the IPC channel closing) ends it instead.
-    this.child = spawn(process.execPath, [...HELPER_FLAGS, HELPER], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true, serialization: 'json' });
+    // Where it listens for probes' output sockets (output-pairs.ts); made here so that it is
+    // removed even when the helper is SIGKILLed. Without it probes go through a shell.
+    let dir: string | undefined;
+    try {
+      dir = mkdtempSync(path.join(os.tmpdir(), 'emperor-probes-'));
+    } catch {
+      dir = undefined;
+    }
+    this.child = spawn(process.execPath, [...HELPER_FLAGS, HELPER, dir ?? ''], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true, serialization: 'json' });
     const fail = (why: string): void => {
       if (this.dead) return;
       this.dead = true;
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
       onDeath(this);
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
@@ -72,6 +87,13 @@ class Helper {
       p.done(reply.result);
     });
     this.child.on('error', (err) => fail(err.message));
+    // Comes before 'exit': from here on new probes go to a new helper. This one is dying (it
+    // exits when its channel closes); its 'exit' fails its probes, with the reason. Should it
+    // linger, it is killed.
+    this.child.on('disconnect', () => {
+      onDeath(this);
+      setTimeout(() => this.child.kill('SIGKILL'), LINGER_MS).unref();
+    });
     this.child.on('exit', (code, signal) => fail(signal !== null ? `killed by ${signal}` : `exited with code ${code}`));
     // Idle, it must not keep the emperor alive; while a probe runs it does, as a spawned child
     // would.
