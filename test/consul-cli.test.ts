@@ -319,6 +319,7 @@ void describe('emperor session', () => {
 
 void describe('Consul helper connection options', () => {
   void test('--dc and --consistency reach the requests that take them (flags, group flags, environment)', async (t) => {
+    // Double only: it asserts on the requests as sent, which only the double records.
     const ag = await doubleFor(t, 'inspects the request log');
     if (!ag) return;
     const d = ag.double!;
@@ -375,6 +376,7 @@ void describe('Consul helper connection options', () => {
 
   void test('the token: CONSUL_HTTP_TOKEN, EMPEROR_CONSUL_TOKEN, --consul-token-file; a wrong one is never shown', async (t) => {
     const token = '6a1f3b2c-aaaa-bbbb-cccc-0123456789ab';
+    // Double only: a wrong token is refused only by an agent whose ACLs the test set up.
     const ag = await doubleFor(t, 'enforces ACLs with a known token', { aclToken: token });
     if (!ag) return;
     const addr = { CONSUL_HTTP_ADDR: ag.address };

@@ -190,6 +190,7 @@ describe('Consul registration', () => {
   });
 
   it('an agent restart, or a service removed behind its back, is repaired by anti-entropy', async (t) => {
+    // Double only: the fault is an agent restart, which a test cannot do to a real agent.
     if (needsDouble(t, 'restarts the agent')) return;
     const port = await freePort();
     await emp.writeVassal('survivor.yaml', vassal(port, {}));
@@ -206,6 +207,9 @@ describe('Consul registration', () => {
 
 describe('Consul and etcd together', () => {
   it('registers in both, fails over between agents, and a SIGKILLed emperor is cleaned up by Consul', async (t) => {
+    // Double only: the fault is the first of two agents being down, and Consul's reaping
+    // (DeregisterCriticalServiceAfter, at least 1m on a real agent) is asserted with a short window.
+    // (consul-adapter.test's SIGKILL test covers the removal against a real agent too.)
     if (needsDouble(t, 'stops an agent and needs a short DeregisterCriticalServiceAfter')) return;
     const consulA = await startConsulDouble();
     const consulB = await startConsulDouble();
@@ -254,6 +258,7 @@ describe('Consul and etcd together', () => {
   });
 
   it('a Consul token is sent to the agent and never shows in logs, status or vassal env', async (t) => {
+    // Double only: the token must be one the agent enforces, i.e. an agent whose ACLs the test set up.
     if (needsDouble(t, 'needs an agent with a known ACL token')) return;
     const token = 'b1gs3cret-consul-token';
     const consul = await startConsulDouble({ aclToken: token });
