@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when it is missing (a no-op run takes well under a second):
 #   - Debian packages: etcd-server (etcd), etcd-client (etcdctl), prometheus (promtool), util-linux (setpriv),
-#     uwsgi + uwsgi-plugin-python3 (the uWSGI vassal tests run a real uWSGI serving a WSGI app)
+#     uwsgi + uwsgi-plugin-python3 (the uWSGI vassal tests run a real uWSGI serving a WSGI app),
+#     chromium (the dashboard's browser tests drive it through puppeteer-core, which downloads no browser)
 #   - node_modules via `npm ci` when missing or older than package-lock.json
 # Prints one line per thing it did. Safe to run repeatedly; needs root (or sudo) only when installing.
 set -euo pipefail
@@ -18,6 +19,7 @@ declare -A pkg_for=(
   [promtool]=prometheus
   [setpriv]=util-linux
   [uwsgi]=uwsgi
+  [chromium]=chromium
 )
 
 # --runtime: only what running the emperor needs (npm packages); the Debian tools are for tests.
@@ -25,7 +27,7 @@ runtime_only=0
 [[ "${1:-}" == "--runtime" ]] && runtime_only=1
 
 missing=()
-for bin in etcd etcdctl promtool setpriv uwsgi; do
+for bin in etcd etcdctl promtool setpriv uwsgi chromium; do
   ((runtime_only)) && [[ $bin != setpriv ]] && continue
   if ! command -v "$bin" >/dev/null 2>&1; then
     missing+=("${pkg_for[$bin]}")

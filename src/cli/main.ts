@@ -19,6 +19,7 @@ import { hoistLeadingOptions, optionsAlsoBefore } from './option-position.js';
 import { nodeNameProblem } from '../fleet/keys.js';
 import { addFleetCommands } from './fleet.js';
 import os from 'node:os';
+import { DashboardOptionError, resolveDashboardOptions, type DashboardOptions } from '../dashboard/options.js';
 
 function durationArg(flag: string) {
   return (value: string): number => {
@@ -111,6 +112,20 @@ const run = program
       }),
   )
   .addOption(
+    new Option('--http <listen>', 'serve the live dashboard at http://LISTEN/ (HOST:PORT, :PORT or PORT; loopback unless a host is named)')
+      .env('EMPEROR_HTTP')
+      .argParser((v: string) => {
+        try {
+          return parseListen(v);
+        } catch (err) {
+          throw new InvalidArgumentError(`--http: ${(err as Error).message}`);
+        }
+      }),
+  )
+  .addOption(
+    new Option('--http-token-file <file>', 'token the dashboard asks for (bearer or login form); required when --http is not loopback').env('EMPEROR_HTTP_TOKEN_FILE'),
+  )
+  .addOption(
     new Option('--anti-entropy-interval <duration>', 'how often registries are compared with what they should hold')
       .env('EMPEROR_ANTI_ENTROPY_INTERVAL')
       .argParser(durationArg('--anti-entropy-interval'))
@@ -150,6 +165,8 @@ run.action(
       settle: number;
       watch: boolean;
       metrics?: { host: string; port: number };
+      http?: { host: string; port: number };
+      httpTokenFile?: string;
       antiEntropyInterval: number;
       deregisterTimeout: number;
       checkConcurrency: number;
@@ -179,11 +196,13 @@ run.action(
     }
     let etcd: EtcdConfig | undefined;
     let consul: ConsulConfig | undefined;
+    let dashboard: DashboardOptions | undefined;
     try {
       etcd = resolveEtcdConfig(o);
       consul = resolveConsulConfig(o, process.env);
+      dashboard = resolveDashboardOptions(o.http, o.httpTokenFile);
     } catch (err) {
-      if (!(err instanceof EtcdConfigError) && !(err instanceof ConsulConfigError)) throw err;
+      if (!(err instanceof EtcdConfigError) && !(err instanceof ConsulConfigError) && !(err instanceof DashboardOptionError)) throw err;
       process.stderr.write(`emperor: ${err.message}\n`);
       process.exit(2);
     }
@@ -200,6 +219,7 @@ run.action(
         rescanMs: o.rescanInterval,
         useEvents: o.watch,
         metrics: o.metrics,
+        dashboard,
         etcd,
         consul,
         antiEntropyMs: o.antiEntropyInterval,

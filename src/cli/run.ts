@@ -13,6 +13,8 @@ import { claimStateDir } from '../state/state-dir.js';
 import { lockVassalsDir, type VassalsDirLock } from '../state/vassals-lock.js';
 import type { MetricsServer } from '../metrics/metrics.js';
 import type { FleetNode } from '../fleet/node.js';
+import type { DashboardOptions } from '../dashboard/options.js';
+import type { DashboardServer } from '../dashboard/server.js';
 
 export interface RunOptions {
   vassals: string;
@@ -28,6 +30,8 @@ export interface RunOptions {
   useEvents: boolean;
   /** Where to serve /metrics; undefined = off. */
   metrics: { host: string; port: number } | undefined;
+  /** The live dashboard (--http); undefined = off, and its code is never loaded. */
+  dashboard: DashboardOptions | undefined;
   etcd: EtcdConfig | undefined;
   consul: ConsulConfig | undefined;
   antiEntropyMs: number;
@@ -144,6 +148,20 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     }
     logger.info(`metrics at ${metrics.url}`, { event: 'metrics', url: metrics.url });
   }
+  let dashboard: DashboardServer | undefined;
+  if (o.dashboard) {
+    const d = o.dashboard;
+    try {
+      // Loaded only when asked for: an emperor without --http carries none of it.
+      const { startDashboard } = await import('../dashboard/server.js');
+      dashboard = await startDashboard(emperor, d, logger);
+    } catch (err) {
+      await server.close();
+      await metrics?.close();
+      throw new Error(`--http: cannot listen on ${d.host}:${d.port}: ${(err as Error).message}`);
+    }
+    logger.info(`dashboard at ${dashboard.url}${d.token ? ' (token required)' : ''}`, { event: 'dashboard', url: dashboard.url });
+  }
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -155,7 +173,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     logger.info(`${signal}: stopping all vassals`, { event: 'shutdown' });
     void emperor
       .shutdown()
-      .then(() => Promise.all([server.close(), metrics?.close()]))
+      .then(() => Promise.all([server.close(), metrics?.close(), dashboard?.close()]))
       .then(() => {
         logger.info('emperor stopped', { event: 'exit' });
         // Let winston flush before leaving.
@@ -186,6 +204,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   } catch (err) {
     await server.close();
     await metrics?.close();
+    await dashboard?.close();
     await emperor.shutdown();
     throw err;
   }

@@ -16,7 +16,8 @@ import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
 import { inheritableEnv } from './env.js';
-import type { Registrar, RegistryStatus } from '../registrar/registrar.js';
+import type { Registrar, RegistryEntry, RegistryStatus } from '../registrar/registrar.js';
+import type { StateChange } from '../vassal/vassal.js';
 import type { Registration } from '../registrar/types.js';
 import type { CheckStatus } from '../config/spec.js';
 import { defaultServiceId, registrationFor } from './registration.js';
@@ -561,11 +562,21 @@ export class Emperor {
       logsDir: this.opts.logsDir,
       startedAt: this.startedAt,
       vassals,
-      registries: this.opts.registrar?.status() ?? [],
+      registries: this.registries(),
       containment: this.containment.status(),
       probes: this.budget.snapshot(),
       ...(this.fleetNode ? { fleet: this.fleetNode.snapshotView() } : {}),
     };
+  }
+
+  /** Vassal name → the registries that hold it now (only vassals held somewhere). */
+  registeredIn(): Map<string, Array<'etcd' | 'consul'>> {
+    return this.opts.registrar?.registeredIn() ?? new Map<string, Array<'etcd' | 'consul'>>();
+  }
+
+  /** How each configured registry is doing (empty without any). */
+  registries(): RegistryStatus[] {
+    return this.opts.registrar?.status() ?? [];
   }
 
   vassalStatus(name: string): VassalStatus {
@@ -598,6 +609,22 @@ export class Emperor {
       };
     }
     return { ...e.vassal.snapshot(now), fileError };
+  }
+
+  /**
+   * Everything the dashboard shows of one vassal: its status, the spec it runs (null while its
+   * file never was valid; it may hold secrets, so the caller decides what to show), its place in
+   * each registry, and its recent state changes.
+   */
+  vassalDetail(name: string): { status: VassalStatus; spec: VassalSpec | null; registries: RegistryEntry[]; history: readonly StateChange[] } {
+    const e = this.entry(name);
+    const status = this.row(e, Date.now());
+    const v = e.vassal;
+    if (!v) return { status, spec: null, registries: [], history: [] };
+    const spec = v.runningSpec;
+    const registrar = this.opts.registrar;
+    const registries = spec.service && registrar?.enabled ? registrar.entriesOf(name, spec.service.id ?? defaultServiceId(this.hostname, name)) : [];
+    return { status, spec, registries, history: v.history() };
   }
 
   /** A vassal's log, for reading it back (`emperor logs`, the dashboard's log tail). */

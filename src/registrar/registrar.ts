@@ -10,6 +10,20 @@ export interface RegistryStatus {
   readonly stats: Readonly<Record<string, number>>;
 }
 
+/** One vassal's place in one registry, as the registrar believes it (the last anti-entropy pass corrects that belief). */
+export interface RegistryEntry {
+  readonly registry: 'etcd' | 'consul';
+  readonly description: string;
+  /** Registration id (Consul's service ID). */
+  readonly id: string;
+  /** empusa's type/name (etcd's key below the tree root), when registered. */
+  readonly service: string | null;
+  readonly location: string | null;
+  readonly state: 'registered' | 'updating' | 'registering' | 'removing' | 'not registered';
+  /** When the registry was last read back (anti-entropy); null before the first pass. */
+  readonly lastComparedAt: number | null;
+}
+
 export type RegistrarLog = (level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 export interface RegistrarOptions {
@@ -103,6 +117,18 @@ class AdapterSync {
 
   get isDown(): boolean {
     return this.health === 'down';
+  }
+
+  /** When a snapshot of the registry last came back (anti-entropy). */
+  lastComparedAt: number | null = null;
+
+  /** Where registration `id` stands here: `reg` is what is wanted for it (undefined: nothing). */
+  stateOf(id: string, reg: Registration | undefined): RegistryEntry['state'] {
+    if (this.deleting.has(id)) return 'removing';
+    const held = this.applied.get(id);
+    if (!reg) return held === undefined ? 'not registered' : 'removing';
+    if (held === undefined) return 'registering';
+    return held === this.adapter.fingerprint(reg) ? 'registered' : 'updating';
   }
 
   get isSlow(): boolean {
@@ -313,6 +339,7 @@ class AdapterSync {
     }
     this.comparing = false;
     this.removedDuringCompare = undefined;
+    this.lastComparedAt = Date.now();
     this.succeeded();
     const wanted = new Map<string, Registration>();
     for (const reg of this.wanted.values()) wanted.set(reg.id, reg);
@@ -456,6 +483,31 @@ export class Registrar {
       up: !s.isDown,
       slow: s.isSlow,
       stats: s.adapter.stats?.() ?? {},
+    }));
+  }
+
+  /** For each vassal wanted somewhere: the registries that hold it now (as last written or read back). */
+  registeredIn(): Map<string, Array<'etcd' | 'consul'>> {
+    const out = new Map<string, Array<'etcd' | 'consul'>>();
+    for (const [vassal, reg] of this.wanted) {
+      const kinds = this.syncs.filter((s) => s.stateOf(reg.id, reg) === 'registered').map((s) => s.adapter.kind);
+      if (kinds.length > 0) out.set(vassal, kinds);
+    }
+    return out;
+  }
+
+  /** A vassal's entries, one per registry; `id` names its registration when none is wanted now. */
+  entriesOf(vassal: string, id: string): RegistryEntry[] {
+    const reg = this.wanted.get(vassal);
+    const key = reg?.id ?? id;
+    return this.syncs.map((s) => ({
+      registry: s.adapter.kind,
+      description: s.adapter.description,
+      id: key,
+      service: reg ? `${reg.type}/${reg.name}` : null,
+      location: reg?.location ?? null,
+      state: s.stateOf(key, reg),
+      lastComparedAt: s.lastComparedAt,
     }));
   }
 

@@ -25,8 +25,19 @@ type AfterStop = 'stopped' | 'restart' | 'failed';
  * Nothing else mutates it; the emperor only sends it intents (start, stop, restart, reload).
  * Readiness, health checks, drain and back-off are collaborators in their own modules.
  */
+/** State changes kept per vassal: enough for a timeline of the last restarts, bounded at 1,000 vassals. */
+const HISTORY_LENGTH = 40;
+
+/** One state change: when, into what, and why it left running (the last exit) when it did. */
+export interface StateChange {
+  readonly at: number;
+  readonly state: VassalState;
+  readonly reason?: string;
+}
+
 export class Vassal extends EventEmitter {
   private _state: VassalState = 'stopped';
+  private readonly changes: StateChange[] = [];
   private _spec: VassalSpec;
   private pendingSpec: VassalSpec | undefined;
   private launched: Launched | undefined;
@@ -218,9 +229,21 @@ export class Vassal extends EventEmitter {
     actions?.();
     this._state = next;
     this.stateSince = this.now();
+    this.recordMove(next);
     if (next !== 'backoff') this.nextStartAt = null;
     this.emit('state', next);
     return true;
+  }
+
+  /** Recent state changes, oldest first (the dashboard's restart timeline). */
+  history(): readonly StateChange[] {
+    return this.changes;
+  }
+
+  private recordMove(state: VassalState): void {
+    const leftRunning = state === 'exited' || state === 'backoff' || state === 'fatal';
+    this.changes.push({ at: this.stateSince, state, ...(leftRunning && this.lastExit ? { reason: this.lastExit.reason } : {}) });
+    if (this.changes.length > HISTORY_LENGTH) this.changes.splice(0, this.changes.length - HISTORY_LENGTH);
   }
 
   private clearRetry(): void {

@@ -1,0 +1,79 @@
+// Server-sent events: every page gets the whole status once, then only what changed, batched.
+// The emperor says which vassal changed (a name); the rows are read from its status, so the
+// dashboard keeps no copy of any state. One batch is serialized once for all pages.
+import type http from 'node:http';
+import type { Emperor, VassalStatus } from '../emperor/emperor.js';
+import { emperorFacts } from './facts.js';
+
+/** Changes are gathered this long, then sent together (a burst of 1,000 is one event). */
+const BATCH_MS = 25;
+/** The emperor's own figures (RSS, CPU, registries) go out this often while pages are open. */
+const FACTS_MS = 2000;
+/** A page this far behind is dropped; its EventSource reconnects and starts from a snapshot. */
+const MAX_BEHIND_BYTES = 8 * 1024 * 1024;
+
+export class EventHub {
+  private readonly clients = new Set<http.ServerResponse>();
+  private readonly pending = new Set<string>();
+  private batch: NodeJS.Timeout | undefined;
+  private facts: NodeJS.Timeout | undefined;
+  private readonly onChanged = (name: string): void => {
+    this.pending.add(name);
+    this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
+  };
+
+  constructor(private readonly emperor: Emperor) {}
+
+  get size(): number {
+    return this.clients.size;
+  }
+
+  add(res: http.ServerResponse, headers: Record<string, string>): void {
+    res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    // Reconnect quickly after the emperor restarts or a page was dropped for falling behind.
+    res.write(`retry: 1000\nevent: snapshot\ndata: ${JSON.stringify({ ...this.emperor.status(), facts: emperorFacts(this.emperor) })}\n\n`);
+    if (this.clients.size === 0) {
+      this.emperor.events.on('changed', this.onChanged);
+      this.facts = setInterval(() => this.send('facts', JSON.stringify(emperorFacts(this.emperor))), FACTS_MS);
+      this.facts.unref();
+    }
+    this.clients.add(res);
+    res.on('close', () => this.remove(res));
+  }
+
+  close(): void {
+    for (const res of this.clients) res.destroy();
+  }
+
+  private remove(res: http.ServerResponse): void {
+    if (!this.clients.delete(res) || this.clients.size > 0) return;
+    this.emperor.events.off('changed', this.onChanged);
+    clearInterval(this.facts);
+    clearTimeout(this.batch);
+    this.batch = undefined;
+    this.pending.clear();
+  }
+
+  private flush(): void {
+    this.batch = undefined;
+    const rows: VassalStatus[] = [];
+    const removed: string[] = [];
+    for (const name of this.pending) {
+      try {
+        rows.push(this.emperor.vassalStatus(name));
+      } catch {
+        removed.push(name); // no such vassal any more
+      }
+    }
+    this.pending.clear();
+    this.send('changes', JSON.stringify({ rows, removed, at: Date.now() }));
+  }
+
+  private send(event: string, data: string): void {
+    const frame = `event: ${event}\ndata: ${data}\n\n`;
+    for (const res of this.clients) {
+      if (res.writableLength > MAX_BEHIND_BYTES) res.destroy();
+      else res.write(frame);
+    }
+  }
+}
