@@ -2,11 +2,12 @@
 // Host), a cross-site form or script (no CSRF header, foreign Origin), another local user on the
 // loopback port, a network client without the token, and a hunt for secrets in every answer.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { startConsulDouble, type ConsulDouble } from './consul/double.js';
+import { removeUser, throwawayName, throwawayUser } from './support/accounts.js';
 import { EmperorUnderTest, makeWorkspace, runCli } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { after, before, describe, it } from './support/test.js';
@@ -50,18 +51,6 @@ function request(port: number, method: string, urlPath: string, headers: Record<
 }
 
 const json = <T>(a: Answer): T => JSON.parse(a.body) as T;
-
-/** A user of this test alone, removed afterwards. */
-function throwawayUser(name: string): { name: string; uid: number; gid: number } {
-  try {
-    execFileSync('userdel', [name], { stdio: 'ignore' });
-  } catch {
-    // none left over
-  }
-  execFileSync('useradd', ['--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name]);
-  const pw = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim().split(':');
-  return { name, uid: Number(pw[2]), gid: Number(pw[3]) };
-}
 
 /** Requests made by a process of another user: status codes of each, in order. */
 function requestsAs(user: { uid: number; gid: number }, port: number, reqs: Array<{ method: string; path: string; csrf?: boolean }>): Promise<number[]> {
@@ -187,8 +176,8 @@ describe('dashboard over HTTP', { timeout: 300_000 }, () => {
     await emp.writeVassal('web.json', { command: [node, '-e', `console.log('private line'); ${IDLE}`] });
     await emp.waitEvent('web', 'ready');
     const pid = (await emp.vassal('web')).pid;
-    const mallory = throwawayUser(`emp-dash-${process.pid}`);
-    cleanups.push(() => execFileSync('userdel', [mallory.name], { stdio: 'ignore' }));
+    const mallory = throwawayUser(throwawayName('emp-dash-'));
+    cleanups.push(() => removeUser(mallory.name));
 
     const codes = await requestsAs(mallory, port, [
       { method: 'GET', path: '/api/status' },
