@@ -47,4 +47,12 @@ describe('modules an emperor loads', () => {
     const loaded = await modulesLoaded(['--metrics', `127.0.0.1:${await freePort()}`]);
     assert.deepEqual([...new Set(loaded.filter((u) => HEAVY.test(u)).map(packageOf))], ['prom-client']);
   });
+
+  it('the dashboard (issue 16) only with --http', async () => {
+    const dashboard = (u: string): boolean => /\/src\/dashboard\/(server|access|events|redact|peer-uid)\.js$/.test(u);
+    assert.deepEqual((await modulesLoaded()).filter(dashboard), []);
+    const loaded = await modulesLoaded(['--http', `127.0.0.1:${await freePort()}`]);
+    assert.ok(loaded.some((u) => u.endsWith('/src/dashboard/server.js')), 'the dashboard server was loaded with --http');
+    assert.deepEqual([...new Set(loaded.filter((u) => HEAVY.test(u)).map(packageOf))], []);
+  });
 });
