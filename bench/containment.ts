@@ -23,7 +23,7 @@ const TARGET_P99_MS = 100;
 /** 10 children in the app's group, 10 that setsid away; ready once all 20 are forked. */
 const TREE = [
   'i=0; while [ $i -lt 10 ]; do sleep 3600 & setsid sleep 3600 & i=$((i + 1)); done',
-  'echo READY=1 >&3',
+  'eval "echo READY=1 >&$NOTIFY_FD"',
   'exec sleep 3600',
 ].join('\n');
 

@@ -41,7 +41,8 @@ const PEER_APP = (fifoDir: string): string => `#!/bin/sh
 if [ "$1" = --ini ]; then n=\${2##*/}; n=\${n%.ini}; else n=$1; fi
 exec 3>"${fifoDir}/$n.fifo"
 date +%s%N >&3
-if [ -n "$UWSGI_EMPEROR_FD" ]; then
+# Under the uWSGI Emperor only (this emperor gives every vassal UWSGI_EMPEROR_FD too, on fd 3).
+if [ "$1" = --ini ]; then
   exec 0<&"$UWSGI_EMPEROR_FD"
   while b=$(head -c 1 | od -An -tu1 | tr -d ' ') && [ -n "$b" ]; do [ "$b" = 0 ] && exit 0; done
   exit 0

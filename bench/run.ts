@@ -16,11 +16,12 @@ import { load } from './load.js';
 import { output } from './output.js';
 import { parse } from './parse.js';
 import { peers, peersTable } from './peers.js';
+import { uwsgi } from './uwsgi.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul];
+const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi];
 /** Also runnable by name; not part of a plain `npm run bench` (it runs other supervisors). */
 const ALL: readonly Section[] = [...SECTIONS, peers];
 

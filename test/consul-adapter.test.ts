@@ -135,6 +135,8 @@ function reg(extra: Partial<Registration> = {}): Registration {
     pid: 4242,
     deregisterWhenCritical: false,
     nativeChecks: [],
+    consulAgents: [],
+    consulConsistency: 'default',
     ...extra,
   };
 }

@@ -33,6 +33,8 @@ function reg(vassal: string, more: Partial<Registration> = {}): Registration {
     pid: 1,
     deregisterWhenCritical: false,
     nativeChecks: [],
+    consulAgents: [],
+    consulConsistency: 'default',
     ...more,
   };
 }

@@ -277,3 +277,66 @@ describe('the Emperor protocol with any vassal (a Node app speaking it)', () => 
     await fs.rm(file);
   });
 });
+
+describe("the file's consul-agent (the uWSGI–Consul draft)", () => {
+  const doubles: ConsulDouble[] = [];
+  const emperors: EmperorUnderTest[] = [];
+  after(async () => {
+    for (const e of emperors) await e.stop();
+    for (const d of doubles) await d.stop();
+  });
+  const double = async (opts: Parameters<typeof startConsulDouble>[0] = {}): Promise<ConsulDouble> => {
+    const d = await startConsulDouble(opts);
+    doubles.push(d);
+    return d;
+  };
+
+  it('is enough to register: no --consul-agent needed; removal deregisters before byte 0', async () => {
+    const address = REAL_AGENT ?? (await double()).address;
+    const ws = await makeWorkspace('emperor-uwsgi-agent-');
+    // A real agent with ACLs needs the token, which the emperor sends only to its own agents.
+    const own = TOKEN ? ['--consul-agent', address] : [];
+    const emp = await EmperorUnderTest.start(ws, [...own, '--anti-entropy-interval', '300ms'], TOKEN ? { ...process.env, EMPEROR_CONSUL_TOKEN: TOKEN } : process.env);
+    emperors.push(emp);
+    const port = await freePort();
+    const dump = path.join(ws.root, 'at-stop.json');
+    let since = emp.mark();
+    await emp.writeVassal('solo.ini', shopIni({ port, agent: address, stopHookDump: dump, consulAddress: address }));
+    await emp.waitEvent('solo', 'ready', since);
+    await waitFor(async () => (await agentServices(address))[serviceIdOf('solo')] !== undefined, 'registered through the agent the file names');
+    assert.equal((await agentServices(address))[serviceIdOf('solo')]?.Service, 'shop-solo');
+    const status = await emp.status();
+    assert.ok(status.registries.some((r) => r.registry === 'consul' && r.description.includes(address)), JSON.stringify(status.registries));
+    since = emp.mark();
+    await fs.rm(path.join(ws.vassals, 'solo.ini'));
+    await emp.waitEvent('solo', 'stopped', since);
+    const atStop = JSON.parse(await fs.readFile(dump, 'utf8')) as Record<string, unknown>;
+    assert.equal(atStop[serviceIdOf('solo')], undefined, 'deregistered before byte 0');
+    assert.equal((await agentServices(address))[serviceIdOf('solo')], undefined);
+  });
+
+  it("wins over --consul-agent for its vassal, and never receives the emperor's token", async () => {
+    const mine = await double({ aclToken: 'emperor-secret' });
+    const theirs = await double();
+    const ws = await makeWorkspace('emperor-uwsgi-agents-');
+    const emp = await EmperorUnderTest.start(ws, ['--consul-agent', mine.address, '--anti-entropy-interval', '300ms'], { ...process.env, EMPEROR_CONSUL_TOKEN: 'emperor-secret' });
+    emperors.push(emp);
+    const [p1, p2] = [await freePort(), await freePort()];
+    let since = emp.mark();
+    await emp.writeVassal('theirs.ini', shopIni({ port: p1, agent: theirs.address }));
+    await emp.writeVassal('plain.ini', shopIni({ port: p2 }));
+    await emp.waitEvent('theirs', 'ready', since);
+    await emp.waitEvent('plain', 'ready', since);
+    await waitFor(() => theirs.services().some((s) => s.ID === serviceIdOf('theirs')), "registered in the file's agent");
+    await waitFor(() => mine.services().some((s) => s.ID === serviceIdOf('plain')), "the other vassal in the emperor's agent");
+    assert.equal(mine.services().find((s) => s.ID === serviceIdOf('theirs')), undefined, "not in the emperor's agent");
+    assert.equal(theirs.services().find((s) => s.ID === serviceIdOf('plain')), undefined);
+    assert.ok(mine.requests.some((r) => r.headers['x-consul-token'] === 'emperor-secret'), 'the emperor does send its token to its own agent');
+    const leaked = theirs.requests.filter((r) => JSON.stringify(r.headers).includes('emperor-secret') || r.query.toString().includes('emperor-secret'));
+    assert.deepEqual(leaked, [], 'the token never went to an agent a vassal file named');
+    since = emp.mark();
+    await fs.rm(path.join(ws.vassals, 'theirs.ini'));
+    await emp.waitEvent('theirs', 'stopped', since);
+    assert.equal(theirs.services().find((s) => s.ID === serviceIdOf('theirs')), undefined);
+  });
+});

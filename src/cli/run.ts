@@ -66,14 +66,19 @@ async function createRegistrar(o: RunOptions, logger: Logger, stateDir: string):
     adapters.push(await EtcdAdapter.connect(o.etcd, log));
     logger.info(`registering ready vassals in ${o.etcd.description}`, { event: 'registry', registry: 'etcd' });
   }
-  let consulAddress: string | undefined;
-  if (o.consul) {
-    const { ConsulAdapter } = await import('../registries/consul/adapter.js');
-    const consul = ConsulAdapter.create(o.consul, { emperorId: emperorId(stateDir), log });
-    consulAddress = consul.agentAddress;
-    adapters.push(consul);
-    logger.info(`registering ready vassals in ${consul.description}`, { event: 'registry', registry: 'consul' });
-  }
+  // Always there, since a vassal file may name its own Consul agent (consul-agent) without
+  // --consul-agent; it talks to nothing until a registration needs an agent.
+  const { ConsulAdapter } = await import('../registries/consul/adapter.js');
+  const { ConsulRouter } = await import('../registries/consul/router.js');
+  const id = emperorId(stateDir);
+  const consul = new ConsulRouter(o.consul, (cfg) => {
+    const adapter = ConsulAdapter.create(cfg, { emperorId: id, log });
+    if (cfg !== o.consul) logger.info(`registering vassals that name this agent in ${adapter.description}`, { event: 'registry', registry: 'consul' });
+    return adapter;
+  });
+  const consulAddress = consul.agentAddress;
+  adapters.push(consul);
+  if (o.consul) logger.info(`registering ready vassals in ${consul.description}`, { event: 'registry', registry: 'consul' });
   const registrar = new Registrar(adapters, log, { ...DEFAULT_REGISTRAR_OPTIONS, antiEntropyMs: o.antiEntropyMs, deregisterBoundMs: o.deregisterTimeoutMs });
   return { registrar, consulAddress };
 }

@@ -420,7 +420,8 @@ export class Emperor {
       beforeStop: (name) => this.opts.registrar?.stopping(name) ?? Promise.resolve(),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({
-        ...(this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
+        // A vassal that names its own agent gets that one.
+        ...(s.consul?.agents[0] ? { CONSUL_HTTP_ADDR: s.consul.agents[0] } : this.opts.consulAddress ? { CONSUL_HTTP_ADDR: this.opts.consulAddress } : {}),
         ...(s.service ? { EMPEROR_SERVICE_ID: s.service.id ?? defaultServiceId(serviceHost, s.name) } : {}),
       }),
     });

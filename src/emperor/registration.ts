@@ -28,6 +28,8 @@ export function registrationFor(spec: VassalSpec, svc: ServiceSpec, snap: Vassal
     pid: snap.pid ?? 0,
     deregisterWhenCritical: svc.deregisterWhenCritical,
     nativeChecks: svc.consulNativeChecks ? spec.checks.filter((c) => c.probe.kind === 'http' || c.probe.kind === 'tcp') : [],
+    consulAgents: spec.consul?.agents ?? [],
+    consulConsistency: spec.consul?.consistency ?? 'default',
   };
 }
 

@@ -103,7 +103,7 @@ class AdapterSync {
 
   constructor(
     readonly adapter: RegistryAdapter,
-    private readonly wanted: ReadonlyMap<string, Registration>,
+    private readonly wanted: Wanted,
     private readonly opts: RegistrarOptions,
     private readonly log: RegistrarLog,
   ) {
@@ -392,7 +392,7 @@ export class Registrar {
     private readonly log: RegistrarLog,
     private readonly opts: RegistrarOptions = DEFAULT_REGISTRAR_OPTIONS,
   ) {
-    this.syncs = adapters.map((a) => new AdapterSync(a, this.wanted, opts, log));
+    this.syncs = adapters.map((a) => new AdapterSync(a, a.accepts ? acceptedBy(this.wanted, a.accepts.bind(a)) : this.wanted, opts, log));
   }
 
   get enabled(): boolean {
@@ -477,7 +477,7 @@ export class Registrar {
   }
 
   status(): RegistryStatus[] {
-    return this.syncs.map((s) => ({
+    return this.syncs.filter((s) => s.adapter.active !== false).map((s) => ({
       registry: s.adapter.kind,
       description: s.adapter.description,
       up: !s.isDown,
@@ -517,3 +517,17 @@ export class Registrar {
 }
 
 const keyOf = (r: Registration): RegistrationKey => ({ id: r.id, type: r.type, name: r.name });
+
+/** What one registry should hold: the registrar's wishes (or those of them it accepts). */
+interface Wanted {
+  values(): Iterable<Registration>;
+}
+
+/** The registrations an adapter accepts (a Consul router without an agent for some vassals), read live. */
+function acceptedBy(wanted: ReadonlyMap<string, Registration>, accepts: (reg: Registration) => boolean): Wanted {
+  return {
+    *values() {
+      for (const reg of wanted.values()) if (accepts(reg)) yield reg;
+    },
+  };
+}

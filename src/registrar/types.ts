@@ -25,6 +25,10 @@ export interface Registration {
   readonly deregisterWhenCritical: boolean;
   /** Consul: the vassal's http/tcp checks to register as Consul-native checks as well (service.consul.native_checks). */
   readonly nativeChecks: readonly CheckSpec[];
+  /** Consul: the agents the vassal's file names (consul-agent); empty = the emperor's --consul-agent. */
+  readonly consulAgents: readonly string[];
+  /** Consul: the file's consistency mode for reads (consul-consistency-mode). */
+  readonly consulConsistency: 'default' | 'consistent' | 'stale';
 }
 
 /** Enough to find a registration again: Consul keys on id, etcd on type + name. */
@@ -78,4 +82,8 @@ export interface RegistryAdapter {
   close(): Promise<void>;
   /** Counters for status and benchmarks (round trips, heartbeats...). */
   stats?(): Readonly<Record<string, number>>;
+  /** Whether this registry takes `reg` at all (default: every registration). */
+  accepts?(reg: Registration): boolean;
+  /** False while the adapter has nothing to talk to (not shown in status); default true. */
+  readonly active?: boolean;
 }
