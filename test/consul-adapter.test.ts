@@ -135,8 +135,6 @@ function reg(extra: Partial<Registration> = {}): Registration {
     pid: 4242,
     deregisterWhenCritical: false,
     nativeChecks: [],
-    consulAgents: [],
-    consulConsistency: 'default',
     ...extra,
   };
 }

@@ -37,8 +37,6 @@ function reg(n: number | string, extra: Partial<Registration> = {}): Registratio
     pid: 4242,
     deregisterWhenCritical: true,
     nativeChecks: [],
-    consulAgents: [],
-    consulConsistency: 'default',
     ...extra,
   };
 }

@@ -33,8 +33,6 @@ function reg(vassal: string, more: Partial<Registration> = {}): Registration {
     pid: 1,
     deregisterWhenCritical: false,
     nativeChecks: [],
-    consulAgents: [],
-    consulConsistency: 'default',
     ...more,
   };
 }

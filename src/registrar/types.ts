@@ -25,10 +25,10 @@ export interface Registration {
   readonly deregisterWhenCritical: boolean;
   /** Consul: the vassal's http/tcp checks to register as Consul-native checks as well (service.consul.native_checks). */
   readonly nativeChecks: readonly CheckSpec[];
-  /** Consul: the agents the vassal's file names (consul-agent); empty = the emperor's --consul-agent. */
-  readonly consulAgents: readonly string[];
-  /** Consul: the file's consistency mode for reads (consul-consistency-mode). */
-  readonly consulConsistency: 'default' | 'consistent' | 'stale';
+  /** Consul: the agents the vassal's file names (consul-agent); absent or empty = the emperor's --consul-agent. */
+  readonly consulAgents?: readonly string[];
+  /** Consul: the file's consistency mode for reads (consul-consistency-mode; default "default"). */
+  readonly consulConsistency?: 'default' | 'consistent' | 'stale';
 }
 
 /** Enough to find a registration again: Consul keys on id, etcd on type + name. */

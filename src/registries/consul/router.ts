@@ -63,10 +63,10 @@ export class ConsulRouter implements RegistryAdapter {
 
   /** The adapter key for a registration: its file's agents, else the emperor's, else none (not in Consul). */
   private keyOf(reg: Registration): string | undefined {
-    const own = reg.consulAgents;
+    const own = reg.consulAgents ?? [];
     if (own.length === 0) return this.base ? BASE : undefined;
     if (this.base && own.length === this.base.agents.length && own.every((a, i) => a === this.base?.agents[i])) return BASE;
-    return `${own.join(',')}|${reg.consulConsistency}`;
+    return `${own.join(',')}|${reg.consulConsistency ?? 'default'}`;
   }
 
   accepts(reg: Registration): boolean {
@@ -81,7 +81,7 @@ export class ConsulRouter implements RegistryAdapter {
   private adapterFor(key: string, reg?: Registration): ConsulAdapter {
     let adapter = this.adapters.get(key);
     if (adapter) return adapter;
-    const cfg = key === BASE ? this.base : reg ? fileAgentConfig(this.base, reg.consulAgents, reg.consulConsistency) : undefined;
+    const cfg = key === BASE ? this.base : reg ? fileAgentConfig(this.base, reg.consulAgents ?? [], reg.consulConsistency ?? 'default') : undefined;
     if (!cfg) throw new Error(`no Consul agent for ${key}`);
     adapter = this.make(cfg);
     for (const l of this.resetListeners) adapter.onReset(l);
