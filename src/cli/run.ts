@@ -181,9 +181,8 @@ export async function runEmperor(o: RunOptions): Promise<void> {
       .then(() => Promise.all([server.close(), metrics?.close(), dashboard?.close()]))
       .then(() => {
         logger.info('emperor stopped', { event: 'exit' });
-        // Let winston flush before leaving.
-        logger.on('finish', () => process.exit(0));
-        logger.end();
+        // Every line out before leaving.
+        void logger.flush().then(() => process.exit(0));
         setTimeout(() => process.exit(0), 500).unref();
       });
   };
