@@ -10,6 +10,10 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { binEmperor } from '../test/support/paths.js';
 import { childrenOf, fmtMs, isGone, now, readStat, sleep } from './util.js';
+import { readFileSync } from 'node:fs';
+
+/** The node flags bin/emperor's shebang gives it (`#!/usr/bin/env -S node FLAGS`): the bench runs the emperor as installed. */
+const NODE_FLAGS = (/^#!\S*env -S node(.*)$/m.exec(readFileSync(binEmperor, 'utf8').split('\n')[0] ?? '')?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
 
 export interface Workspace {
   readonly root: string;
@@ -153,7 +157,7 @@ export class BenchEmperor {
   static async start(label: string, ws: Workspace, extraArgs: string[] = []): Promise<BenchEmperor> {
     const child = spawn(
       process.execPath,
-      [binEmperor, '--vassals', ws.vassals, '--state-dir', ws.state, '--logs-dir', ws.logs, '--log-format', 'json', ...extraArgs],
+      [...NODE_FLAGS, binEmperor, '--vassals', ws.vassals, '--state-dir', ws.state, '--logs-dir', ws.logs, '--log-format', 'json', ...extraArgs],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const emp = new BenchEmperor(label, child, ws);

@@ -372,6 +372,7 @@ interface Result {
   readonly label: string;
   skipped?: string;
   error?: string;
+  firstDeploy?: number;
   deploy: number[];
   remove: number[];
   bulkUp?: number;
@@ -403,18 +404,21 @@ async function scenario(peer: Peer, ctx: SectionContext): Promise<Result> {
     await sleep(2000);
     r.rssIdleKb = sum(peer.pids().map((p) => statusKb(p, 'VmRSS')));
 
-    for (let i = 0; i < SINGLES; i++) {
-      const name = `one-${i}`;
+    // One deploy first, reported apart: the first after start pays what each peer loads on
+    // demand (the emperor: its parse worker, which also stops after 10 s without work).
+    for (let i = -1; i < SINGLES; i++) {
+      const name = i < 0 ? 'first' : `one-${i}`;
       const [m] = await markers(ws, [name]);
       open.push(m!);
       await peer.deploy([name]);
       const deployT0 = t0;
       await withTimeout(m!.up(), STEP_TIMEOUT_MS, `${peer.label}: ${name} up`);
-      r.deploy.push(m!.upAt! - deployT0);
+      if (i < 0) r.firstDeploy = m!.upAt! - deployT0;
+      else r.deploy.push(m!.upAt! - deployT0);
       await peer.remove([name]);
       const removeT0 = t0;
       await withTimeout(m!.gone(), STEP_TIMEOUT_MS, `${peer.label}: ${name} gone`);
-      r.remove.push(m!.goneAt! - removeT0);
+      if (i >= 0) r.remove.push(m!.goneAt! - removeT0);
     }
     ctx.progress(`${peer.label}: single deploy p50 ${fmtMs(percentile([...r.deploy].sort((a, b) => a - b), 50))}, removal p50 ${fmtMs(percentile([...r.remove].sort((a, b) => a - b), 50))}`);
 
@@ -477,7 +481,12 @@ const beats = (mine: number | undefined, theirs: readonly (number | undefined)[]
 
 const LINES: readonly Line[] = [
   {
-    metric: `deploy 1 app → process exists, p50 / p90 / p99 ms (${SINGLES})`,
+    metric: 'first deploy after start → process exists, ms',
+    target: '—',
+    cell: (r) => ms(r.firstDeploy),
+  },
+  {
+    metric: `deploy 1 app → process exists, p50 / p90 / p99 ms (${SINGLES}, after the first)`,
     target: 'p99 ≤ 25 ms, ≤ 1/10 of PM2',
     cell: (r) => `${ms(pct(r.deploy, 50))} / ${ms(pct(r.deploy, 90))} / ${ms(pct(r.deploy, 99))}`,
     ok: (e, o) => {
