@@ -105,6 +105,8 @@ interface Peer {
   deploy(names: readonly string[]): Promise<void>;
   remove(names: readonly string[]): Promise<void>;
   stop(): Promise<void>;
+  /** What the supervisor complained about, when something went wrong. */
+  trouble?(): string;
 }
 
 interface PeerWorkspace extends Workspace {
@@ -180,6 +182,10 @@ class EmperorPeer implements Peer {
   }
   async stop(): Promise<void> {
     await this.emp?.stop();
+  }
+  trouble(): string {
+    const e = this.emp;
+    return e ? `emperor warnings/errors by event: ${JSON.stringify(Object.fromEntries(e.complaintsByEvent))}; first: ${e.complaints.slice(0, 3).map((c) => `${c.vassal ?? ''} ${c.message ?? ''}`).join(' | ')}` : '';
   }
 }
 
@@ -438,7 +444,8 @@ async function scenario(peer: Peer, ctx: SectionContext): Promise<Result> {
     const cpu1 = sum(pids.map(cpuNs));
     if (cpu0 !== undefined && cpu1 !== undefined) r.idleCpuPct = ((cpu1 - cpu0) / 1e6 / (performance.now() - w0)) * 100;
     r.rssBulkKb = sum(pids.map((p) => statusKb(p, 'VmRSS')));
-    if (ms.some((m) => m.goneAt !== undefined)) throw new Error(`${peer.label}: an app died while idle`);
+    const died = names.filter((_, i) => ms[i]!.goneAt !== undefined);
+    if (died.length > 0) throw new Error(`${peer.label}: ${died.length} app(s) died while idle, e.g. ${died.slice(0, 3).join(', ')}${peer.trouble ? `; ${peer.trouble()}` : ''}`);
 
     await peer.remove(names);
     const goneT0 = t0;
