@@ -61,6 +61,7 @@ function fillRow(r) {
   const v = r.v;
   const c = r.cells;
   c.name.textContent = v.name;
+  if (v.fleet) c.name.append(' ', el('span', 'fleet', 'tag'));
   c.state.textContent = '';
   const st = el('span', v.state === 'backoff' && v.nextStartAt ? `backoff (retry in ${duration(v.nextStartAt - Date.now())})` : v.state, `state-${v.state}`);
   c.state.append(st);
@@ -194,6 +195,14 @@ function facts(f) {
   const regs = $('f-registries');
   regs.textContent = '';
   for (const r of f.registries) regs.append(el('span', `${r.registry} ${r.up ? (r.slow ? 'slow' : 'up') : 'DOWN'}`, r.up ? (r.slow ? 'health-warning' : 'health-passing') : 'health-critical'), ' ');
+  const fleet = $('f-fleet');
+  fleet.hidden = !f.fleet;
+  if (f.fleet) {
+    const n = f.fleet.instances.length;
+    fleet.textContent = `fleet node ${f.fleet.node}: ${n} instance(s) here${f.fleet.fenced ? ', FENCED (claims may have lapsed)' : ''}`;
+    fleet.className = f.fleet.fenced ? 'health-critical' : '';
+    fleet.title = f.fleet.instances.map((i) => `${i.name} (slot ${i.slot})`).join('\n');
+  }
   const before = JSON.stringify(registeredIn);
   registeredIn = f.registeredIn || {};
   if (JSON.stringify(registeredIn) !== before) for (const r of rows.values()) fillRow(r);

@@ -566,8 +566,13 @@ export class Emperor {
       registries: this.registries(),
       containment: this.containment.status(),
       probes: this.budget.snapshot(),
-      ...(this.fleetNode ? { fleet: this.fleetNode.snapshotView() } : {}),
+      ...this.fleetView(),
     };
+  }
+
+  /** Fleet mode: this node, its lease and the instances it holds (nothing outside fleet mode). */
+  fleetView(): Pick<EmperorStatus, 'fleet'> {
+    return this.fleetNode ? { fleet: this.fleetNode.snapshotView() } : {};
   }
 
   /** Vassal name → the registries that hold it now (only vassals held somewhere). */
