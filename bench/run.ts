@@ -11,6 +11,7 @@ import { checks } from './checks.js';
 import { consul } from './consul.js';
 import { containment } from './containment.js';
 import { core } from './core.js';
+import { dashboard } from './dashboard.js';
 import { etcd } from './etcd.js';
 import { load } from './load.js';
 import { output } from './output.js';
@@ -21,7 +22,7 @@ import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi];
+const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi, dashboard];
 /** Also runnable by name; not part of a plain `npm run bench` (it runs other supervisors). */
 const ALL: readonly Section[] = [...SECTIONS, peers];
 

@@ -1,0 +1,162 @@
+// Section "dashboard" (issue 16): with 1,000 vassals and --http,
+//   1. a change → the page's event stream: a vassal's state change (stateSince) until the
+//      'changes' event carrying it arrives at a client on loopback (target ≤ 100 ms);
+//   2. the first snapshot (size, time) and GET /api/status;
+//   3. in Debian's chromium (when present): page load until 1,000 rows are shown, and typing a
+//      filter until the table shows its result;
+//   4. the emperor's RSS with the dashboard loaded and one page open.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { callApi } from '../src/api/client.js';
+import { PART_TIMEOUT_MS, WRITE_CONCURRENCY, pad, quietRow, rowsFor, stopAndReport, summary, until } from './common.js';
+import { BenchEmperor, makeWorkspace } from './harness.js';
+import type { Row, Section, SectionContext } from './types.js';
+import { fmtMb, fmtMs, now, pool, statusKb, withTimeout } from './util.js';
+
+const SECTION = 'dashboard';
+const { row, check, errorRow } = rowsFor(SECTION);
+const N = 1000;
+const CHANGES = 60;
+const TARGET_MS = 100;
+
+interface SseClient {
+  events: Array<{ event: string; data: string; at: number }>;
+  close(): void;
+}
+
+/** A bare event-stream reader, timing each event's arrival (Date.now: comparable with stateSince). */
+function subscribe(port: number): Promise<SseClient> {
+  return new Promise((resolve, reject) => {
+    const events: SseClient['events'] = [];
+    const req = http.get({ host: '127.0.0.1', port, path: '/api/events' }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        const at = Date.now();
+        buf += d;
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const frame = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const event = /^event: (.*)$/m.exec(frame)?.[1] ?? 'message';
+          const data = /^data: (.*)$/m.exec(frame)?.[1] ?? '';
+          events.push({ event, data, at });
+        }
+      });
+      resolve({ events, close: () => req.destroy() });
+    });
+    req.on('error', reject);
+  });
+}
+
+function chromium(): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function browserRows(ctx: SectionContext, port: number): Promise<Row[]> {
+  const exe = chromium();
+  if (!exe) return [row('page with 1,000 vassals', 'not measured: no chromium (bash scripts/setup.sh installs it)')];
+  const { default: puppeteer } = await import('puppeteer-core');
+  const browser = await puppeteer.launch({ executablePath: exe, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1400, height: 900 });
+    const t0 = now();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.waitForFunction(`document.querySelectorAll('#vassals tbody tr').length === ${N}`, { timeout: 60_000 });
+    const loadMs = now() - t0;
+    ctx.progress(`page shows ${N} rows after ${fmtMs(loadMs)}`);
+    // Typing a filter that leaves v-0900 … v-0999, until the table shows just those.
+    const f0 = now();
+    await page.type('#filter', 'v-09');
+    await page.waitForFunction(`document.querySelectorAll('#vassals tbody tr:not([hidden])').length === 100`, { timeout: 60_000 });
+    const filterMs = now() - f0;
+    await page.evaluate(`(() => { const i = document.getElementById('filter'); i.value = ''; i.dispatchEvent(new Event('input')); })()`);
+    const heap = (await page.metrics()).JSHeapUsedSize ?? 0;
+    return [
+      row(`page load until ${N} rows shown`, fmtMs(loadMs)),
+      row(`typing a filter until ${N / 10} of ${N} rows shown`, fmtMs(filterMs)),
+      row('page JS heap with 1,000 rows', fmtMb(heap / 1024)),
+    ];
+  } finally {
+    await browser.close();
+  }
+}
+
+export const dashboard: Section = {
+  name: SECTION,
+  title: 'the dashboard with 1,000 vassals: change → event stream, snapshot, page in chromium',
+  async run(ctx) {
+    const rows: Row[] = [await quietRow(SECTION, ctx, 'dashboard')];
+    const ws = await makeWorkspace();
+    const port = await new Promise<number>((resolve) => {
+      const s = http.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const emp = await BenchEmperor.start('dashboard', ws, ['--http', `127.0.0.1:${port}`]);
+    const socket = path.join(ws.state, 'emperor.sock');
+    try {
+      await withTimeout(
+        pool(
+          Array.from({ length: N }, (_, i) => i),
+          WRITE_CONCURRENCY,
+          async (i) => fs.promises.writeFile(path.join(ws.vassals, `v-${pad(i)}.json`), JSON.stringify({ command: ['sleep', '1000'] })),
+        ),
+        PART_TIMEOUT_MS,
+        'writing vassal files',
+      );
+      await until(() => emp.count('ready') >= N, () => `${emp.count('ready')} of ${N} ready`, PART_TIMEOUT_MS);
+
+      // 2. snapshot and status.
+      const s0 = now();
+      const client = await subscribe(port);
+      await until(() => client.events.some((e) => e.event === 'snapshot'), 'the first snapshot', 30_000);
+      const snap = client.events.find((e) => e.event === 'snapshot')!;
+      rows.push(row(`first event-stream snapshot with ${N} vassals`, `${fmtMs(now() - s0)}, ${fmtMb(Buffer.byteLength(snap.data) / 1024)}`));
+      const g0 = now();
+      await new Promise<void>((resolve, reject) => http.get({ host: '127.0.0.1', port, path: '/api/status' }, (res) => res.resume().on('end', resolve)).on('error', reject));
+      rows.push(row(`GET /api/status with ${N} vassals`, fmtMs(now() - g0)));
+
+      // 1. change → event: stop and start vassals one after the other, through the control socket.
+      const lat: number[] = [];
+      for (let i = 0; i < CHANGES / 2; i++) {
+        const name = `v-${pad(i)}`;
+        for (const [action, target] of [
+          ['stop', 'stopped'],
+          ['start', 'running'],
+        ] as const) {
+          const before = client.events.length;
+          const answer = await callApi<{ stateSince: number }>(socket, 'POST', `/v1/vassals/${name}/${action}`, { timeoutMs: 30_000 });
+          const carries = (e: SseClient['events'][number]): boolean => e.event === 'changes' && e.data.includes(`"name":"${name}","state":"${target}"`);
+          await until(() => client.events.slice(before).some(carries), `${name} ${target} in the event stream`, 30_000);
+          lat.push(client.events.slice(before).find(carries)!.at - answer.stateSince);
+        }
+      }
+      const s = summary(lat);
+      rows.push(check(`state change → 'changes' event at a loopback client, p50 / p99 (n=${s.n})`, `${fmtMs(s.p50)} / ${fmtMs(s.p99)}`, `p99 ≤ ${TARGET_MS} ms`, s.p99 <= TARGET_MS));
+
+      // 3. the page.
+      try {
+        rows.push(...(await browserRows(ctx, port)));
+      } catch (err) {
+        rows.push(errorRow('page in chromium', err));
+      }
+      client.close();
+      // 4. memory.
+      const rss = statusKb(emp.pid, 'VmRSS');
+      if (rss !== undefined) rows.push(row(`emperor RSS with ${N} vassals and the dashboard loaded`, fmtMb(rss)));
+    } catch (err) {
+      rows.push(errorRow('dashboard', err));
+    }
+    rows.push(...(await stopAndReport(SECTION, emp, 'dashboard', ctx)));
+    return rows;
+  },
+};
