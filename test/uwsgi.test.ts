@@ -167,6 +167,30 @@ describe('uWSGI .ini vassals', () => {
     assert.match(log, /received message 0 from emperor/);
   });
 
+  it("uWSGI's heartbeat option keeps it alive; a hung uWSGI (its group SIGSTOPped) is killed and restarted", async () => {
+    const port = await freePort();
+    let since = emp.mark();
+    await emp.writeVassal('beat.ini', shopIni({ port, extra: ['heartbeat = 1', 'emperor-heartbeat-timeout = 3s'] }).replace('shop-%n', 'beat'));
+    const first = await emp.waitEvent('beat', 'ready', since);
+    // Several heartbeat timeouts pass: uWSGI's heartbeats (byte 26, every second) keep it.
+    await waitFor(async () => (await emp.vassal('beat')).uptimeMs! > 8_000, 'up for more than two heartbeat timeouts');
+    assert.equal(emp.events('beat', 'heartbeat-lost', since).length, 0);
+    await waitFor(async () => (await agentServices(address))[serviceIdOf('beat')] !== undefined, 'beat registered');
+    since = emp.mark();
+    // uWSGI's workers send the heartbeats (from their accept loop): stop the whole group, as a
+    // hang would. heartbeat-lost then proves heartbeats were being received before.
+    process.kill(-(first.pid as number), 'SIGSTOP');
+    await emp.waitEvent('beat', 'heartbeat-lost', since);
+    const again = await emp.waitEvent('beat', 'ready', since);
+    assert.notEqual(again.pid, first.pid, 'a new uWSGI');
+    assert.match((await emp.vassal('beat')).lastExit?.reason ?? '', /hung: no heartbeat for 3s/);
+    await waitFor(async () => (await agentServices(address))[serviceIdOf('beat')] !== undefined, 'registered again');
+    assert.equal((await get(port)).status, 200);
+    since = emp.mark();
+    await fs.rm(path.join(ws.vassals, 'beat.ini'));
+    await emp.waitEvent('beat', 'stopped', since);
+  });
+
   it('bad .ini files are refused with the option named, and a running vassal keeps running', async () => {
     const running = await emp.vassal('shop');
     const file = path.join(ws.vassals, 'shop.ini');
