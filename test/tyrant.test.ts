@@ -84,7 +84,7 @@ describe('tyrant mode', { skip: process.getuid?.() !== 0 ? 'needs root (the prod
 
   it("runs a vassal as its file's owner, with that user's groups, HOME and USER; its exec probes too", async () => {
     const probeIds = path.join('/tmp', `emperor-tyrant-probe-${process.pid}`);
-    await placeOwned(ws.vassals, 'owned.yaml', { command: ['sleep', '600'], checks: [{ name: 'whoami', exec: ['sh', '-c', `id -u > ${probeIds}`], interval: '100ms' }] }, acct.uid, acct.gid);
+    await placeOwned(ws.vassals, 'owned.yaml', { command: ['sleep', '600'], checks: [{ name: 'whoami', exec: ['sh', '-c', `id -u > ${probeIds}.tmp && mv -f ${probeIds}.tmp ${probeIds}`], interval: '100ms' }] }, acct.uid, acct.gid);
     const ready = await emp.waitEvent('owned', 'ready');
     const pid = ready.pid as number;
     const who = ids(pid);
@@ -98,6 +98,7 @@ describe('tyrant mode', { skip: process.getuid?.() !== 0 ? 'needs root (the prod
     await emp.waitFor((e) => e.vassal === 'owned' && e.event === 'check' && e.status === 'passing', 'probe ran');
     assert.equal((await fs.readFile(probeIds, 'utf8')).trim(), String(acct.uid));
     await fs.rm(probeIds, { force: true });
+    await fs.rm(`${probeIds}.tmp`, { force: true });
   });
 
   it('refuses root-owned files unless --tyrant-allow-root', async () => {
