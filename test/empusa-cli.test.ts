@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { freePort, startEtcd, type EtcdServer } from './support/etcd.js';
-import { runCli, type CliResult } from './support/emperor.js';
+import { runBin, runCli, type CliResult } from './support/emperor.js';
 import { binEmperor, repoRoot } from './support/paths.js';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { waitFor } from './support/wait.js';
@@ -45,6 +45,16 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
+/** A `service register --refresh-every` process left running; its output as it comes. */
+function keepRunning(bin: string, args: string[]): { child: ChildProcess; exited: Promise<number | null>; stdout: string; stderr: string } {
+  const child = spawn(process.execPath, [bin, ...args], { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const out = { child, exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))), stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  return out;
+}
+
 /** A unique tree root per test so tests never see each other's keys. */
 let rootCounter = 0;
 const freshRoot = (): string => `/empusa-cli/t${++rootCounter}`;
@@ -55,6 +65,10 @@ function assertCleanError(r: CliResult, flag: RegExp): void {
   assert.match(r.stderr, flag);
   assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr);
 }
+
+const binEmpusa = path.join(repoRoot, 'bin', 'empusa');
+
+const empusa = (args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> => runBin(binEmpusa, args, env);
 
 void describe('emperor service (empusa CLI)', () => {
   let etcd: EtcdServer;
@@ -173,23 +187,14 @@ void describe('emperor service (empusa CLI)', () => {
   void test('--refresh-every keeps the key alive past its TTL; SIGTERM unregisters and exits 0', async () => {
     const root = freshRoot();
     const key = `${root}/services/http/kept`;
-    const child = spawn(
-      process.execPath,
-      [entry, 'service', 'register', ...flags(root), '--service-type', 'http', '--service-name', 'kept', '--service-location', '10.0.0.4:80', '--ttl', '2', '--refresh-every', '1'],
-      { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const kept = keepRunning(entry, ['service', 'register', ...flags(root), '--service-type', 'http', '--service-name', 'kept', '--service-location', '10.0.0.4:80', '--ttl', '2', '--refresh-every', '1']);
+    const { child, exited } = kept;
 
     const watcher = await raw.watch().key(key).create();
     let deletes = 0;
     watcher.on('delete', () => deletes++);
     try {
-      await waitFor(() => stdout.includes('registered'), `registration (stderr: ${stderr})`);
+      await waitFor(() => kept.stdout.includes('registered'), `registration (stderr: ${kept.stderr})`);
       const lease = (await get(key))!.lease;
       // Count refreshes: each one raises the lease's remaining TTL back up.
       let refreshes = 0;
@@ -208,10 +213,10 @@ void describe('emperor service (empusa CLI)', () => {
       assert.equal((await get(key))?.value.toString(), '10.0.0.4:80');
 
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await exited, 0, kept.stderr);
       await waitFor(() => deletes === 1, 'the delete event');
       assert.equal(await get(key), undefined);
-      assert.match(stdout, /unregistered http\/kept/);
+      assert.match(kept.stdout, /unregistered http\/kept/);
     } finally {
       await watcher.cancel();
       child.kill('SIGKILL');
@@ -257,6 +262,120 @@ void describe('emperor service (empusa CLI)', () => {
       assertCleanError(r, /emperor service (register|unregister|list):/);
     }
   });
+
+  // (Inside the suite above: the same etcd.)
+  void describe("empusa's command line, unchanged", () => {
+    const value = async (key: string): Promise<string | undefined> => (await raw.get(key).exec()).kvs[0]?.value.toString();
+    const leaseOf = async (key: string): Promise<string> => (await raw.get(key).exec()).kvs[0]?.lease ?? '0';
+
+    void test('emperor: the etcd options before the command (as empusa documents), after it, or both', async () => {
+      const root = freshRoot();
+      const env = baseEnv();
+      const e = etcd.endpoint;
+      const svc = ['--service-type', 'http', '--service-name', 'web-1', '--service-location', 'web-1:8080'];
+      let r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(`${root}/services/http/web-1`), 'web-1:8080');
+      // The --opt=value spelling, and the options split around the command name.
+      r = await runCli([`--etcd-endpoint=${e}`, 'service', `--tree-root=${root}`, 'register', '--service-type', 'http', '--service-name', 'web-2', '--service-location', 'web-2:8080'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(`${root}/services/http/web-2`), 'web-2:8080');
+      r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'list', '--json'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual((JSON.parse(r.stdout) as Array<{ name: string }>).map((x) => x.name), ['web-1', 'web-2']);
+      r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', '--service-type', 'http', '--service-name', 'web-1'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(`${root}/services/http/web-1`), undefined);
+      // --ttl 30: seconds, as empusa takes it.
+      r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--ttl', '30'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(`${root}/services/http/web-1`) })).grantedTTL, '30');
+      // A mistake is reported by the service command, not by `run` asking for --vassals.
+      r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', '--service-type', 'http'], env);
+      assert.equal(r.code, 2, JSON.stringify(r));
+      assert.match(r.stderr, /^emperor service register: --service-name is required/);
+      assert.doesNotMatch(r.stderr, /--vassals/);
+      r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', '--bogus', 'list'], env);
+      assertCleanError(r, /unknown option '--bogus'/);
+    });
+
+    void test('the empusa command: a bin entry of the package, with empusa\'s usage and its service command', async () => {
+      const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+      assert.equal(pkg.bin.empusa, 'bin/empusa');
+      accessSync(binEmpusa, fsConstants.X_OK);
+      const help = await empusa(['--help'], baseEnv());
+      assert.equal(help.code, 0, help.stderr);
+      const lines = help.stdout.split('\n').map((l) => l.trim());
+      assert.equal(lines[0], 'Usage: empusa [OPTIONS] COMMAND [ARGS]...');
+      for (const term of [/^--etcd-endpoint HOST:PORT\s+\[required\]/, /^--etcd-protocol TEXT\b/, /^--tree-root TEXT\s+\[required\]/, /^--help\s+Show this message and exit\.$/, /^Commands:$/, /^service\b/]) {
+        assert.ok(lines.some((l) => term.test(l)), `${term} in:\n${help.stdout}`);
+      }
+      const sub = await empusa(['service', '--help'], baseEnv());
+      assert.equal(sub.code, 0, sub.stderr);
+      assert.match(sub.stdout, /^\s+register\b/m);
+      assert.match(sub.stdout, /^\s+unregister\b/m);
+    });
+
+    void test("the empusa command runs every form of empusa's README", async () => {
+      const root = freshRoot();
+      const e = etcd.endpoint;
+      const key = `${root}/services/type-of-service/name-of-the-service-instance`;
+      const svc = ['--service-type', 'type-of-service', '--service-name', 'name-of-the-service-instance'];
+      // Options before the command, exactly as documented.
+      let r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--service-location', 'baz:1235'], baseEnv());
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(key), 'baz:1235');
+      r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', ...svc], baseEnv());
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(key), undefined);
+      // After the command.
+      r = await empusa(['service', 'register', ...svc, '--service-location', 'baz:1236', '--etcd-endpoint', e, '--tree-root', root], baseEnv());
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(key), 'baz:1236');
+      // The environment only (EMPUSA_*), then unregister with flags and the connection from the environment.
+      const env = baseEnv({
+        EMPUSA_ETCD_ENDPOINT: e,
+        EMPUSA_TREE_ROOT: root,
+        EMPUSA_SERVICE_TYPE: 'type-of-service',
+        EMPUSA_SERVICE_NAME: 'name-of-the-service-instance',
+        EMPUSA_SERVICE_LOCATION: 'baz:1237',
+      });
+      r = await empusa(['service', 'register'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(key), 'baz:1237');
+      r = await empusa(['service', 'unregister', ...svc], baseEnv({ EMPUSA_ETCD_ENDPOINT: e, EMPUSA_TREE_ROOT: root }));
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await value(key), undefined);
+      // --ttl 30 (seconds).
+      r = await empusa(['service', 'register', '--ttl', '30'], env);
+      assert.equal(r.code, 0, r.stderr);
+      const lease = await leaseOf(key);
+      assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: lease })).grantedTTL, '30');
+      await raw.leaseClient.leaseRevoke({ ID: lease });
+      // Errors speak as empusa.
+      r = await empusa(['--etcd-endpoint', e, 'service', 'register', ...svc, '--service-location', 'baz:1'], baseEnv());
+      assert.equal(r.code, 2, JSON.stringify(r));
+      assert.match(r.stderr, /^empusa service register: --tree-root is required/);
+    });
+
+    void test('empusa --ttl 30 --refresh-every 20 keeps running and unregisters on SIGTERM', async () => {
+      const root = freshRoot();
+      const key = `${root}/services/http/kept`;
+      const kept = keepRunning(binEmpusa, ['--etcd-endpoint', etcd.endpoint, '--tree-root', root, 'service', 'register', '--service-type', 'http', '--service-name', 'kept', '--service-location', 'k:1', '--ttl', '30', '--refresh-every', '20']);
+      const { child, exited } = kept;
+      try {
+        await waitFor(() => kept.stdout.includes('registered'), `registration (stderr: ${kept.stderr})`, 30_000);
+        assert.match(kept.stdout, /ttl 30s, refreshed every 20s/);
+        assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(key) })).grantedTTL, '30');
+        child.kill('SIGTERM');
+        assert.equal(await exited, 0, kept.stderr);
+        assert.equal(await value(key), undefined);
+      } finally {
+        child.kill('SIGKILL');
+        children.delete(child);
+      }
+    });
+  });
 });
 
 void describe('emperor service with etcd auth', () => {
@@ -292,164 +411,5 @@ void describe('emperor service with etcd auth', () => {
     assertCleanError(r, /--etcd-user needs a password: set EMPEROR_ETCD_PASSWORD or pass --etcd-password-file/);
     r = await cli(['service', 'list', ...base, '--etcd-password', password], baseEnv());
     assertCleanError(r, /unknown option '--etcd-password'/);
-  });
-});
-
-// --- empusa's command line, unchanged -------------------------------------------------------------
-
-const binEmpusa = path.join(repoRoot, 'bin', 'empusa');
-
-/** bin/empusa as a real process (killed, and failing, if it hangs). */
-function empusa(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [binEmpusa, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`empusa ${args.join(' ')} did not finish within 60 s\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, 60_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-void describe("empusa's command line, unchanged", () => {
-  let etcd: EtcdServer;
-  let raw: Etcd3;
-  before(async () => {
-    etcd = await startEtcd();
-    raw = new Etcd3({ hosts: etcd.clientUrl });
-  });
-  after(async () => {
-    raw?.close();
-    await etcd?.dispose();
-  });
-  const value = async (key: string): Promise<string | undefined> => (await raw.get(key).exec()).kvs[0]?.value.toString();
-  const leaseOf = async (key: string): Promise<string> => (await raw.get(key).exec()).kvs[0]?.lease ?? '0';
-
-  void test('emperor: the etcd options before the command (as empusa documents), after it, or both', async () => {
-    const root = freshRoot();
-    const env = baseEnv();
-    const e = etcd.endpoint;
-    const svc = ['--service-type', 'http', '--service-name', 'web-1', '--service-location', 'web-1:8080'];
-    let r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(`${root}/services/http/web-1`), 'web-1:8080');
-    // The --opt=value spelling, and the options split around the command name.
-    r = await runCli([`--etcd-endpoint=${e}`, 'service', `--tree-root=${root}`, 'register', '--service-type', 'http', '--service-name', 'web-2', '--service-location', 'web-2:8080'], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(`${root}/services/http/web-2`), 'web-2:8080');
-    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'list', '--json'], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual((JSON.parse(r.stdout) as Array<{ name: string }>).map((x) => x.name), ['web-1', 'web-2']);
-    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', '--service-type', 'http', '--service-name', 'web-1'], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(`${root}/services/http/web-1`), undefined);
-    // --ttl 30: seconds, as empusa takes it.
-    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--ttl', '30'], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(`${root}/services/http/web-1`) })).grantedTTL, '30');
-    // A mistake is reported by the service command, not by `run` asking for --vassals.
-    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', '--service-type', 'http'], env);
-    assert.equal(r.code, 2, JSON.stringify(r));
-    assert.match(r.stderr, /^emperor service register: --service-name is required/);
-    assert.doesNotMatch(r.stderr, /--vassals/);
-    r = await runCli(['--etcd-endpoint', e, '--tree-root', root, 'service', '--bogus', 'list'], env);
-    assertCleanError(r, /unknown option '--bogus'/);
-  });
-
-  void test('the empusa command: a bin entry of the package, with empusa\'s usage and its service command', async () => {
-    const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
-    assert.equal(pkg.bin.empusa, 'bin/empusa');
-    accessSync(binEmpusa, fsConstants.X_OK);
-    const help = await empusa(['--help'], baseEnv());
-    assert.equal(help.code, 0, help.stderr);
-    const lines = help.stdout.split('\n').map((l) => l.trim());
-    assert.equal(lines[0], 'Usage: empusa [OPTIONS] COMMAND [ARGS]...');
-    for (const term of [/^--etcd-endpoint HOST:PORT\s+\[required\]/, /^--etcd-protocol TEXT\b/, /^--tree-root TEXT\s+\[required\]/, /^--help\s+Show this message and exit\.$/, /^Commands:$/, /^service\b/]) {
-      assert.ok(lines.some((l) => term.test(l)), `${term} in:\n${help.stdout}`);
-    }
-    const sub = await empusa(['service', '--help'], baseEnv());
-    assert.equal(sub.code, 0, sub.stderr);
-    assert.match(sub.stdout, /^\s+register\b/m);
-    assert.match(sub.stdout, /^\s+unregister\b/m);
-  });
-
-  void test("the empusa command runs every form of empusa's README", async () => {
-    const root = freshRoot();
-    const e = etcd.endpoint;
-    const key = `${root}/services/type-of-service/name-of-the-service-instance`;
-    const svc = ['--service-type', 'type-of-service', '--service-name', 'name-of-the-service-instance'];
-    // Options before the command, exactly as documented.
-    let r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'register', ...svc, '--service-location', 'baz:1235'], baseEnv());
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(key), 'baz:1235');
-    r = await empusa(['--etcd-endpoint', e, '--tree-root', root, 'service', 'unregister', ...svc], baseEnv());
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(key), undefined);
-    // After the command.
-    r = await empusa(['service', 'register', ...svc, '--service-location', 'baz:1236', '--etcd-endpoint', e, '--tree-root', root], baseEnv());
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(key), 'baz:1236');
-    // The environment only (EMPUSA_*), then unregister with flags and the connection from the environment.
-    const env = baseEnv({
-      EMPUSA_ETCD_ENDPOINT: e,
-      EMPUSA_TREE_ROOT: root,
-      EMPUSA_SERVICE_TYPE: 'type-of-service',
-      EMPUSA_SERVICE_NAME: 'name-of-the-service-instance',
-      EMPUSA_SERVICE_LOCATION: 'baz:1237',
-    });
-    r = await empusa(['service', 'register'], env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(key), 'baz:1237');
-    r = await empusa(['service', 'unregister', ...svc], baseEnv({ EMPUSA_ETCD_ENDPOINT: e, EMPUSA_TREE_ROOT: root }));
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(await value(key), undefined);
-    // --ttl 30 (seconds).
-    r = await empusa(['service', 'register', '--ttl', '30'], env);
-    assert.equal(r.code, 0, r.stderr);
-    const lease = await leaseOf(key);
-    assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: lease })).grantedTTL, '30');
-    await raw.leaseClient.leaseRevoke({ ID: lease });
-    // Errors speak as empusa.
-    r = await empusa(['--etcd-endpoint', e, 'service', 'register', ...svc, '--service-location', 'baz:1'], baseEnv());
-    assert.equal(r.code, 2, JSON.stringify(r));
-    assert.match(r.stderr, /^empusa service register: --tree-root is required/);
-  });
-
-  void test('empusa --ttl 30 --refresh-every 20 keeps running and unregisters on SIGTERM', async () => {
-    const root = freshRoot();
-    const key = `${root}/services/http/kept`;
-    const child = spawn(
-      process.execPath,
-      [binEmpusa, '--etcd-endpoint', etcd.endpoint, '--tree-root', root, 'service', 'register', '--service-type', 'http', '--service-name', 'kept', '--service-location', 'k:1', '--ttl', '30', '--refresh-every', '20'],
-      { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    try {
-      await waitFor(() => stdout.includes('registered'), `registration (stderr: ${stderr})`, 30_000);
-      assert.match(stdout, /ttl 30s, refreshed every 20s/);
-      assert.equal((await raw.leaseClient.leaseTimeToLive({ ID: await leaseOf(key) })).grantedTTL, '30');
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
-      assert.equal(await value(key), undefined);
-    } finally {
-      child.kill('SIGKILL');
-      children.delete(child);
-    }
   });
 });

@@ -46,15 +46,20 @@ const PROCESS_DEADLINE_MS = 60_000;
 
 /** Run the real CLI (bin/emperor) and collect its output. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, as?: { uid: number; gid: number }): Promise<CliResult> {
+  return runBin(binFor(as), args, env, as);
+}
+
+/** Run one of the package's commands (a bin/ file) and collect its output; killed, and failing, if it hangs. */
+export function runBin(bin: string, args: string[], env: NodeJS.ProcessEnv = process.env, as?: { uid: number; gid: number }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [binFor(as), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) });
+    const child = spawn(process.execPath, [bin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`emperor ${args.join(' ')} did not finish within ${PROCESS_DEADLINE_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(new Error(`${path.basename(bin)} ${args.join(' ')} did not finish within ${PROCESS_DEADLINE_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
     }, PROCESS_DEADLINE_MS);
     child.on('error', (err) => {
       clearTimeout(timer);
