@@ -6,8 +6,8 @@ import fs from 'node:fs';
 
 /** Descriptors always left for the control socket, metrics, checks, registries and file reads. */
 export const FD_RESERVE = 32;
-/** Most a vassal start takes: stdout and stderr, the readiness pipe, the log file. */
-const FDS_PER_START = 4;
+/** Most a vassal start takes: stdout and stderr, the Emperor protocol socketpair, the readiness pipe, the log file. */
+const FDS_PER_START = 5;
 /** Measure again at least this often (the limit can change under us: prlimit, ulimit in a wrapper). */
 const MEASURE_MS = 1000;
 /** Below this estimated headroom, every start measures instead of estimating. */
