@@ -96,6 +96,26 @@ describe('exec-probe helper', () => {
     }
   });
 
+  it('starts a second helper only when probes overlap, and no more than one per 16 probe slots', async () => {
+    const controller = new AbortController();
+    const ctx = { timeoutMs: 120_000, cwd: dir, env: ENV, signal: controller.signal };
+    const before = await childrenWith(process.pid, 'exec-helper.js');
+    assert.ok(before.length <= 1, `at most one idle helper before: ${before.join(', ')}`);
+    // The default budget is 32 slots: two helpers at most.
+    const marks = [0, 1, 2, 3].map((i) => path.join(dir, `overlap-${i}.pid`));
+    const runs = marks.map((mark) => runProbe({ kind: 'exec', argv: ['sh', '-c', 'echo $$ > "$1.tmp" && mv "$1.tmp" "$1"; exec sleep 1000', 'sh', mark] }, ctx));
+    try {
+      const pids = await Promise.all(marks.map((mark) => readPid(mark)));
+      const helpers = await childrenWith(process.pid, 'exec-helper.js');
+      assert.equal(helpers.length, 2, `two helpers for four probes at once: ${helpers.join(', ')}`);
+      const parents = new Set(pids.map((pid) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1])));
+      assert.deepEqual([...parents].sort(), [...helpers].sort(), 'the probes are spread over both');
+    } finally {
+      controller.abort();
+    }
+    for (const r of await Promise.all(runs)) assert.deepEqual(r, { status: 'critical', output: 'aborted' });
+  });
+
   it('a SIGKILLed emperor leaves no probe and no grandchild of a probe behind', async () => {
     const { file, leaderFile, grandchildFile } = await hangingProbe('emperor-killed');
     const emp = await EmperorUnderTest.start(await makeWorkspace());

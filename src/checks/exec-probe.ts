@@ -1,6 +1,6 @@
 // An exec probe, run where it is spawned: in the exec-probe helper process (exec-helper.ts).
 import { spawn, type StdioOptions } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { CheckStatus } from '../config/spec.js';
 import { identityArgs, type Identity } from '../process/identity.js';
@@ -57,8 +57,10 @@ function notStarted(argv: readonly string[], ctx: ProbeContext, err: unknown): P
  */
 export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, hooks: ExecHooks = {}): Promise<ProbeResult> {
   // spawn() reports a missing cwd as "spawn /bin/sh ENOENT", which would point the wrong way.
+  // Synchronous: a few microseconds here, where the thread pool would cost a round trip through
+  // another thread (on a busy host, a wait for a CPU) for every probe.
   try {
-    if (!(await stat(ctx.cwd)).isDirectory()) return critical(`working directory is not a directory: ${ctx.cwd}`);
+    if (!statSync(ctx.cwd).isDirectory()) return critical(`working directory is not a directory: ${ctx.cwd}`);
   } catch {
     return critical(`working directory does not exist: ${ctx.cwd}`);
   }

@@ -1,6 +1,7 @@
-// The emperor's side of the exec-probe helper (exec-helper.ts): one small child process that
-// spawns every exec probe, started on the first one, re-started if it ever dies (its in-flight
-// probes then fail as critical, and their process groups are killed here).
+// The emperor's side of the exec-probe helpers (exec-helper.ts): small child processes that
+// spawn every exec probe, started when needed (one per 16 probe slots, see poolSize), replaced
+// if one dies (its in-flight probes then fail as critical, and their process groups are killed
+// here).
 //
 // Why a process: spawn() forks the calling process and returns only once the child has exec'd.
 // fork() copies the page tables of the whole process and write-protects its memory; with 200
@@ -15,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Identity } from '../process/identity.js';
+import { probeBudget } from './budget.js';
 import { killGroup } from './exec-probe.js';
 import type { ProbeContext, ProbeResult } from './probe-common.js';
 
@@ -115,17 +117,38 @@ class Helper {
   }
 }
 
-let current: Helper | undefined;
+/**
+ * Helpers per probe slot, and at most. Each spawn blocks its helper until the child has exec'd:
+ * profiled at 200 probes/s on a busy two-core host, one helper spent three quarters of its time
+ * there, mostly waiting for the new child to get a CPU. A second helper overlaps those waits
+ * (separate processes: forks of one process would also serialize on its memory map). Each costs
+ * ~20 MB, so there is one per 16 slots of --check-concurrency (2 by default), started only
+ * when probes overlap.
+ */
+const SLOTS_PER_HELPER = 16;
+const MAX_HELPERS = 4;
+
+const helpers: Helper[] = [];
 let nextId = 1;
 
-function helper(): Helper {
-  current ??= new Helper((h) => {
-    if (current === h) current = undefined;
-  });
-  return current;
+function poolSize(): number {
+  return Math.max(1, Math.min(MAX_HELPERS, Math.ceil(probeBudget.slots / SLOTS_PER_HELPER)));
 }
 
-/** Run an exec probe in the helper process; same contract as runProbe (never throws). */
+/** The helper with the fewest probes in flight; a new one when all are busy and the pool has room. */
+function helper(): Helper {
+  let best: Helper | undefined;
+  for (const h of helpers) if (best === undefined || h.pending.size < best.pending.size) best = h;
+  if (best !== undefined && (best.pending.size === 0 || helpers.length >= poolSize())) return best;
+  const h = new Helper((gone) => {
+    const i = helpers.indexOf(gone);
+    if (i >= 0) helpers.splice(i, 1);
+  });
+  helpers.push(h);
+  return h;
+}
+
+/** Run an exec probe in a helper process; same contract as runProbe (never throws). */
 export function runExecProbe(argv: readonly string[], ctx: ProbeContext): Promise<ProbeResult> {
   if (ctx.signal?.aborted === true) return Promise.resolve({ status: 'critical', output: 'aborted' });
   const h = helper();
