@@ -13,6 +13,7 @@ import { containment } from './containment.js';
 import { core } from './core.js';
 import { dashboard } from './dashboard.js';
 import { etcd } from './etcd.js';
+import { fleet } from './fleet.js';
 import { load } from './load.js';
 import { output } from './output.js';
 import { parse } from './parse.js';
@@ -22,7 +23,7 @@ import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
 import { fmtMs, now } from './util.js';
 
-const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi, dashboard];
+const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi, dashboard, fleet];
 /** Also runnable by name; not part of a plain `npm run bench` (it runs other supervisors). */
 const ALL: readonly Section[] = [...SECTIONS, peers];
 

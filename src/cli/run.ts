@@ -137,7 +137,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
   let fleet: FleetNode | undefined;
   if (o.fleet && o.etcd) {
     const [{ FleetNode }, { createEtcdClient }] = await Promise.all([import('../fleet/node.js'), import('../registries/etcd/client.js')]);
-    fleet = new FleetNode(emperor.fleetHost(), { node: o.fleet.node, etcd: o.etcd, client: createEtcdClient(o.etcd) });
+    fleet = new FleetNode(emperor.fleetHost(), { node: o.fleet.node, etcd: o.etcd, client: createEtcdClient(o.etcd), leaseClient: createEtcdClient(o.etcd) });
     emperor.useFleet(fleet);
   }
   const server = await startControlServer(emperor, state.socketPath, logger);

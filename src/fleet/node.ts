@@ -34,7 +34,9 @@ const SPREAD_STEP_MS = 25;
 /** ...but never more than this, so a failover stays within lease TTL + 1 s. */
 const SPREAD_MAX_MS = 400;
 /** Claims attempted in one round; then the picture is read again (so others can catch up). */
-const CLAIMS_PER_ROUND = 16;
+const CLAIMS_PER_ROUND = 32;
+/** etcd's default --max-txn-ops. */
+const MAX_TXN_OPS = 128;
 /** A full re-read even without watch events, in case the watch missed something. */
 const RESYNC_MS = 2000;
 
@@ -61,6 +63,11 @@ export interface FleetOptions {
   readonly node: string;
   readonly etcd: EtcdConfig;
   readonly client: Etcd3;
+  /**
+   * The lease's own connection: renewals must not queue behind a burst of claims and status
+   * writes on a shared channel (a late renewal fences every instance of the node).
+   */
+  readonly leaseClient?: Etcd3;
 }
 
 interface Held {
@@ -113,6 +120,7 @@ export class FleetNode {
   private readonly root: string;
   private readonly ttlMs: number;
   private readonly client: Etcd3;
+  private readonly leaseClient: Etcd3;
   private readonly cfg: EtcdConfig;
   private lease: Lease | undefined;
   private leaseId: string | undefined;
@@ -143,6 +151,7 @@ export class FleetNode {
     this.root = opts.etcd.treeRoot;
     this.ttlMs = opts.etcd.leaseTtlSeconds * 1000;
     this.client = opts.client;
+    this.leaseClient = opts.leaseClient ?? opts.client;
     this.cfg = opts.etcd;
   }
 
@@ -202,6 +211,7 @@ export class FleetNode {
     // Revoked only now that nothing runs: the claims vanish and other nodes take over at once.
     if (lease) await Promise.race([lease.revoke().catch(() => undefined), sleep(1500)]);
     this.client.close();
+    if (this.leaseClient !== this.client) this.leaseClient.close();
   }
 
   // ---- the lease ---------------------------------------------------------------------------
@@ -217,7 +227,7 @@ export class FleetNode {
   private async join(): Promise<void> {
     for (let attempt = 0; !this.closed; attempt++) {
       const sentAt = performance.now();
-      const lease = this.client.lease(this.ttlMs / 1000, { autoKeepAlive: false });
+      const lease = this.leaseClient.lease(this.ttlMs / 1000, { autoKeepAlive: false });
       lease.on('lost', () => undefined);
       try {
         const id = await lease.grant();
@@ -434,7 +444,9 @@ export class FleetNode {
     if (this.leaseId !== id || this.closed) return;
     this.lastEtcdError = '';
     const specs = new Map<string, Verdict>();
-    for (const [name, { raw }] of snap.specs) specs.set(name, await this.verdict(name, raw));
+    // All at once: the parse worker pipelines them (one by one, 100 new documents took seconds).
+    const verdicts = await Promise.all([...snap.specs].map(async ([name, { raw }]) => [name, await this.verdict(name, raw)] as const));
+    for (const [name, verdict] of verdicts) specs.set(name, verdict);
     for (const name of this.verdicts.keys()) if (!snap.specs.has(name)) this.verdicts.delete(name);
     if (this.leaseId !== id || this.closed) return;
     const live = [...snap.nodes.keys()];
@@ -505,21 +517,40 @@ export class FleetNode {
     if (delay > 0) await sleep(delay + (parseInt(rank(this.node, '').slice(0, 4), 16) % 20));
     if (this.leaseId !== id || this.closed || this.fenced) return;
     candidates.sort((a, b) => rank(this.node, a.name).localeCompare(rank(this.node, b.name)));
-    await Promise.all(candidates.slice(0, CLAIMS_PER_ROUND).map((c) => this.claim(c.name, c.slot, c.spec, id)));
+    await this.claim(candidates.slice(0, CLAIMS_PER_ROUND), id);
     // More to take, or others to let catch up: look again.
     this.dirty = true;
   }
 
-  private async claim(name: string, slot: string, spec: VassalSpec, id: string): Promise<void> {
-    if (this.held.has(name)) return;
-    const key = claimKey(this.root, name, slot);
-    const value: ClaimRecord = { node: this.node, state: 'claimed', pid: null, health: null };
-    const res = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(JSON.stringify(value)).lease(id)).commit();
-    if (!res.succeeded || this.leaseId !== id || this.closed) return;
-    if (this.held.has(name)) return;
-    this.held.set(name, { slot, hash: undefined, vassal: undefined, releasing: false });
-    this.log.info(`fleet: claimed ${name} (slot ${slot})`, { vassal: name, event: 'fleet-claimed', node: this.node, slot });
-    this.ensureRunning(name, spec);
+  /**
+   * Claim several slots in one transaction: each is created only if absent, all or none. When
+   * another node took one meanwhile, the failure branch says which, and the rest is tried again
+   * (a burst of deploys is then a few transactions, not one per instance).
+   */
+  private async claim(wanted: Array<{ name: string; slot: string; spec: VassalSpec }>, id: string): Promise<void> {
+    let batch = wanted.filter((c) => !this.held.has(c.name));
+    const value = JSON.stringify({ node: this.node, state: 'claimed', pid: null, health: null } satisfies ClaimRecord);
+    for (let attempt = 0; batch.length > 0 && attempt < 4; attempt++) {
+      const keys = batch.map((c) => Buffer.from(claimKey(this.root, c.name, c.slot)));
+      const res = await this.client.kv.txn({
+        compare: keys.map((key) => ({ key, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 })),
+        success: keys.map((key) => ({ request_put: { key, value: Buffer.from(value), lease: id } })),
+        failure: keys.map((key) => ({ request_range: { key } })),
+      });
+      if (this.leaseId !== id || this.closed) return;
+      if (!res.succeeded) {
+        const taken = new Set(res.responses.flatMap((r) => (r.response_range?.kvs ?? []).map((kv) => kv.key.toString('utf8'))));
+        batch = batch.filter((c) => !taken.has(claimKey(this.root, c.name, c.slot)));
+        continue;
+      }
+      for (const c of batch) {
+        if (this.held.has(c.name)) continue;
+        this.held.set(c.name, { slot: c.slot, hash: undefined, vassal: undefined, releasing: false });
+        this.log.info(`fleet: claimed ${c.name} (slot ${c.slot})`, { vassal: c.name, event: 'fleet-claimed', node: this.node, slot: c.slot });
+        this.ensureRunning(c.name, c.spec);
+      }
+      return;
+    }
   }
 
   private ensureRunning(name: string, spec: VassalSpec): void {
@@ -576,22 +607,37 @@ export class FleetNode {
     this.flushing = true;
     try {
       while (this.statusQueue.size > 0) {
-        const batch = [...this.statusQueue];
-        this.statusQueue.clear();
         const id = this.leaseId;
         if (id === undefined) return;
-        await Promise.all(
-          batch.map(([name, rec]) => {
-            const h = this.held.get(name);
-            if (!h || h.releasing) return Promise.resolve();
-            const key = claimKey(this.root, name, h.slot);
-            return this.client
-              .if(key, 'Lease', '==', id)
-              .then(this.client.put(key).value(JSON.stringify(rec)).lease(id))
-              .commit()
-              .catch(() => undefined);
-          }),
-        );
+        const batch: Array<{ key: string; value: string }> = [];
+        for (const [name, rec] of this.statusQueue) {
+          const h = this.held.get(name);
+          if (h && !h.releasing) batch.push({ key: claimKey(this.root, name, h.slot), value: JSON.stringify(rec) });
+        }
+        this.statusQueue.clear();
+        // One transaction for the lot (a burst of starts is hundreds of changes), each put only
+        // if the claim is still ours; if one is not, the others go one by one.
+        for (let i = 0; i < batch.length; i += MAX_TXN_OPS) {
+          const part = batch.slice(i, i + MAX_TXN_OPS);
+          const all = await this.client.kv
+            .txn({
+              compare: part.map((b) => ({ key: Buffer.from(b.key), target: 'Lease' as const, result: 'Equal' as const, lease: id })),
+              success: part.map((b) => ({ request_put: { key: Buffer.from(b.key), value: Buffer.from(b.value), lease: id } })),
+              failure: [],
+            })
+            .then((r) => r.succeeded)
+            .catch(() => true); // etcd unreachable: the next change (or the claim's end) says it again
+          if (all) continue;
+          await Promise.all(
+            part.map((b) =>
+              this.client
+                .if(b.key, 'Lease', '==', id)
+                .then(this.client.put(b.key).value(b.value).lease(id))
+                .commit()
+                .catch(() => undefined),
+            ),
+          );
+        }
       }
     } finally {
       this.flushing = false;
