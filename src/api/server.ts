@@ -7,6 +7,7 @@ import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
 import type { CheckStatus } from '../config/spec.js';
 import { LogSession, MAX_QUEUED_BYTES, parseLogRequest } from './log-session.js';
+import { BadRequest, allow, parseTarget, shown, vassalName } from './request.js';
 
 const ACTIONS: ReadonlySet<string> = new Set<Action>(['start', 'stop', 'restart', 'reload']);
 const TTL_VERBS: Readonly<Record<string, CheckStatus>> = { pass: 'passing', warn: 'warning', fail: 'critical' };
@@ -36,41 +37,6 @@ function sendText(res: http.ServerResponse, status: number, text: string, header
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-/** A request answered with a 4xx: the message is for the client, nothing is logged. */
-class BadRequest extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: http.OutgoingHttpHeaders = {},
-  ) {
-    super(message);
-  }
-}
-
-const SHOWN_CHARS = 200;
-/** Client-supplied text echoed in an error: cut short (it is JSON-encoded in the body anyway). */
-const shown = (text: string): string => (text.length > SHOWN_CHARS ? `${text.slice(0, SHOWN_CHARS - 1)}…` : text);
-
-function allow(method: string, ...allowed: string[]): void {
-  if (!allowed.includes(method)) throw new BadRequest(405, `method ${shown(method)} not allowed here: use ${allowed.join(' or ')}`, { allow: allowed.join(', ') });
-}
-
-/** Longest vassal name worth looking up: a file name (NAME_MAX) minus the shortest extension. */
-const MAX_LOOKUP_NAME = 250;
-
-/**
- * A vassal name from the path. Names come from file names, so one with "/" or NUL (from %2F or
- * %00) or longer than a file name can be is refused as malformed; anything else is looked up,
- * and an unknown one is a 404 (files with invalid names still appear in status as "invalid").
- */
-function vassalName(segment: string): string {
-  // eslint-disable-next-line no-control-regex -- NUL is exactly what is refused
-  if (segment.length > MAX_LOOKUP_NAME || /[/\u0000]/.test(segment)) {
-    throw new BadRequest(400, `invalid vassal name "${shown(segment)}": a vassal name is a file name without its extension, with no "/"`);
-  }
-  return segment;
 }
 
 const TTL_CHECK_NAME_MAX = 256;
@@ -136,25 +102,6 @@ export async function startControlServer(emperor: Emperor, socketPath: string, l
   };
 }
 
-/** Path segments, percent-decoded; malformed targets and escapes are the client's error. */
-function parseTarget(rawUrl: string): { url: URL; parts: string[] } {
-  let url: URL;
-  try {
-    url = new URL(rawUrl, 'http://emperor');
-  } catch {
-    throw new BadRequest(400, `malformed request target "${shown(rawUrl)}"`);
-  }
-  const parts: string[] = [];
-  for (const segment of url.pathname.split('/')) {
-    if (segment === '') continue;
-    try {
-      parts.push(decodeURIComponent(segment));
-    } catch {
-      throw new BadRequest(400, `malformed percent-encoding in the path: "${shown(segment)}"`);
-    }
-  }
-  return { url, parts };
-}
 
 /**
  * The full status, serialized once per turn of the event loop: a burst of status requests (a

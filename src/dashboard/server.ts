@@ -6,6 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clientErrorHandler, keepListening } from '../api/hardening.js';
+import { BadRequest, allow, parseTarget, vassalName } from '../api/request.js';
 import { LogSession, MAX_QUEUED_BYTES, parseLogRequest } from '../api/log-session.js';
 import { ControlError, type Action, type Emperor } from '../emperor/emperor.js';
 import type { Logger } from '../log/logger.js';
@@ -36,31 +37,17 @@ export interface DashboardServer {
   close(): Promise<void>;
 }
 
-class Refusal extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
-function send(res: http.ServerResponse, status: number, body: string, type: string, headers: Record<string, string> = {}): void {
+function send(res: http.ServerResponse, status: number, body: string, type: string, headers: http.OutgoingHttpHeaders = {}): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { ...SECURITY_HEADERS, 'cache-control': 'no-store', ...headers, 'content-type': type, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 
-const sendJson = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void =>
+const sendJson = (res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void =>
   send(res, status, JSON.stringify(body), 'application/json', headers);
 
 function check(v: Verdict): void {
-  if (!v.ok) throw new Refusal(v.status, v.message);
-}
-
-function allow(method: string, ...allowed: string[]): void {
-  if (!allowed.includes(method)) throw new Refusal(405, `method not allowed here: use ${allowed.join(' or ')}`, { allow: allowed.join(', ') });
+  if (!v.ok) throw new BadRequest(v.status, v.message);
 }
 
 /** A small urlencoded form (the login): at most 4 KiB. */
@@ -71,7 +58,7 @@ function readForm(req: http.IncomingMessage): Promise<URLSearchParams> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > 4096) {
-        reject(new Refusal(413, 'form too large'));
+        reject(new BadRequest(413, 'form too large'));
         req.destroy();
         return;
       }
@@ -80,32 +67,6 @@ function readForm(req: http.IncomingMessage): Promise<URLSearchParams> {
     req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
     req.on('error', reject);
   });
-}
-
-function segments(rawUrl: string): { url: URL; parts: string[] } {
-  let url: URL;
-  try {
-    url = new URL(rawUrl, 'http://dashboard');
-  } catch {
-    throw new Refusal(400, 'malformed request target');
-  }
-  const parts: string[] = [];
-  for (const s of url.pathname.split('/')) {
-    if (s === '') continue;
-    try {
-      parts.push(decodeURIComponent(s));
-    } catch {
-      throw new Refusal(400, 'malformed percent-encoding in the path');
-    }
-  }
-  return { url, parts };
-}
-
-/** A vassal name from the path (file names have no "/" nor NUL). */
-function vassalName(segment: string): string {
-  // eslint-disable-next-line no-control-regex -- NUL is exactly what is refused
-  if (segment.length > 250 || /[/\u0000]/.test(segment)) throw new Refusal(400, 'invalid vassal name');
-  return segment;
 }
 
 export async function startDashboard(emperor: Emperor, opts: DashboardOptions, logger: Logger): Promise<DashboardServer> {
@@ -127,7 +88,7 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     check(access.host(req));
     const method = req.method ?? '';
-    const { url, parts } = segments(req.url ?? '/');
+    const { url, parts } = parseTarget(req.url ?? '/');
     const route = url.pathname;
 
     if (route === '/app.js' || route === '/app.css') {
@@ -139,7 +100,7 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
       if (method === 'GET' || method === 'HEAD') return serveFile(res, '/login');
       allow(method, 'GET', 'POST');
       const origin = req.headers.origin;
-      if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) throw new Refusal(403, 'cross-origin login refused');
+      if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) throw new BadRequest(403, 'cross-origin login refused');
       const form = await readForm(req);
       const cookie = access.login(form.get('token') ?? '');
       if (!cookie) return send(res, 303, '', 'text/plain', { location: '/login?failed=1' });
@@ -150,12 +111,12 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
       if (!access.authenticated(req)) return send(res, 303, '', 'text/plain', { location: '/login' });
       return serveFile(res, '/');
     }
-    if (parts[0] !== 'api') throw new Refusal(404, 'not found');
+    if (parts[0] !== 'api') throw new BadRequest(404, 'not found');
     // Everything below needs the request to carry no body except where read on purpose.
     if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) {
-      throw new Refusal(413, 'request bodies are not accepted', { connection: 'close' });
+      throw new BadRequest(413, 'request bodies are not accepted', { connection: 'close' });
     }
-    if (!access.authenticated(req)) throw new Refusal(401, 'sign in first (bearer token or the login form at /login)');
+    if (!access.authenticated(req)) throw new BadRequest(401, 'sign in first (bearer token or the login form at /login)');
 
     if (parts.length === 2 && parts[1] === 'session') {
       allow(method, 'GET');
@@ -198,13 +159,13 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
         return sendJson(res, 200, answer.status, { 'x-emperor-seq': String(answer.seq) });
       }
     }
-    throw new Refusal(404, 'not found');
+    throw new BadRequest(404, 'not found');
   }
 
   /** The live log tail: the last lines, then new ones, as server-sent events. */
   async function streamLog(name: string, url: URL, res: http.ServerResponse): Promise<void> {
     const parsed = parseLogRequest(new URLSearchParams({ name, lines: url.searchParams.get('lines') ?? '100', follow: '1' }));
-    if (typeof parsed === 'string') throw new Refusal(400, parsed);
+    if (typeof parsed === 'string') throw new BadRequest(400, parsed);
     let skipped = 0;
     const session = new LogSession(emperor, parsed, (_vassal, line) => {
       if (res.writableLength > MAX_QUEUED_BYTES) {
@@ -227,7 +188,7 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
 
   const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
-      if (err instanceof Refusal) return sendJson(res, err.status, { error: err.message }, err.headers);
+      if (err instanceof BadRequest) return sendJson(res, err.status, { error: err.message }, err.headers);
       if (err instanceof ControlError) return sendJson(res, err.status, { error: err.message }, err.seq === undefined ? {} : { 'x-emperor-seq': String(err.seq) });
       logger.error(`dashboard error: ${String(err)}`, { event: 'dashboard-error' });
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
