@@ -146,6 +146,14 @@ async function waitPidFile(file: string, what: string): Promise<number> {
   }
 }
 
+/** Ask a supervisor we started to stop (its own way: `signal`), then SIGKILL it after 30 s. */
+async function stopChild(child: ReturnType<typeof spawn> | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await withTimeout(exited, 30_000, `${path.basename(child.spawnfile)} to exit`).catch(() => child.kill('SIGKILL'));
+}
+
 // ---- the peers --------------------------------------------------------------------------------
 
 class EmperorPeer implements Peer {
@@ -309,12 +317,8 @@ class SupervisordPeer implements Peer {
     await Promise.all(names.map((n) => fs.unlink(path.join(this.ws.root, 'conf.d', `${n}.conf`))));
     return this.ctl('update');
   }
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await withTimeout(exited, 30_000, 'supervisord to exit').catch(() => child.kill('SIGKILL'));
+  stop(): Promise<void> {
+    return stopChild(this.child, 'SIGTERM');
   }
 }
 
@@ -357,12 +361,8 @@ class UwsgiPeer implements Peer {
     markT0();
     await Promise.all(names.map((n) => fs.unlink(path.join(this.ws.vassals, `${n}.ini`))));
   }
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGINT');
-    await withTimeout(exited, 30_000, 'uWSGI Emperor to exit').catch(() => child.kill('SIGKILL'));
+  stop(): Promise<void> {
+    return stopChild(this.child, 'SIGINT');
   }
 }
 
