@@ -4,7 +4,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import type { Etcd3 } from 'etcd3';
 import type { parseVassal as ParseVassal } from '../config/load.js';
 import { classifyVassalFile, vassalNameProblem } from '../config/names.js';
 import { MAX_VASSAL_FILE_BYTES, tooLarge } from '../config/read.js';
@@ -13,11 +12,9 @@ import { claimsPrefix, specKey } from '../fleet/keys.js';
 import type { FleetSnapshot } from '../fleet/snapshot.js';
 import { prefixRange } from '../registries/etcd/keys.js';
 import { mergedOptions, optionsAlsoBefore } from './option-position.js';
+import { UsageError, withClient } from './service.js';
 import { addEtcdOptions, EtcdConfigError, resolveEtcdConfig, type EtcdCliOptions, type EtcdConfig } from '../registries/etcd/options.js';
 
-const CLI_CALL_TIMEOUT_MS = 3000;
-
-class UsageError extends Error {}
 
 type Flags = EtcdCliOptions & { name?: string; json?: boolean; wait?: boolean };
 
@@ -39,23 +36,9 @@ async function run(name: string, fn: () => Promise<void>): Promise<void> {
   }
 }
 
-// The etcd client and the vassal parser (zod, yaml) are loaded only by the commands that use
-// them: main.ts adds these commands to every emperor, which should stay light.
-const etcdLibrary = () => import('../registries/etcd/client.js');
+// The vassal parser (zod, yaml) is loaded only by the commands that use it: main.ts adds these
+// commands to every emperor, which should stay light (the etcd client is loaded by withClient).
 const parser = async (): Promise<typeof ParseVassal> => (await import('../config/load.js')).parseVassal;
-
-async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3, etcd: Awaited<ReturnType<typeof etcdLibrary>>) => Promise<T>): Promise<T> {
-  const etcd = await etcdLibrary();
-  const client = etcd.createEtcdClient(cfg, { callTimeoutMs: CLI_CALL_TIMEOUT_MS });
-  try {
-    return await fn(client, etcd);
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof etcd.EtcdRegistryError) throw err;
-    throw new etcd.EtcdRegistryError(etcd.describeEtcdError(err, cfg), 'other');
-  } finally {
-    client.close();
-  }
-}
 
 export function describePlacement(spec: VassalSpec): string {
   const p = spec.placement;

@@ -13,7 +13,7 @@ const CLI_CALL_TIMEOUT_MS = 3000;
 const MAX_REFRESH_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 /** A mistake in the invocation (exit code 2), as opposed to a failure talking to etcd (1). */
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 interface ServiceFlags extends EtcdCliOptions {
   serviceType?: string;
@@ -96,10 +96,10 @@ async function etcdLibrary() {
   const [client, { EtcdLeaseInvalidError }] = await Promise.all([import('../registries/etcd/client.js'), import('etcd3')]);
   return { ...client, EtcdLeaseInvalidError };
 }
-type EtcdLibrary = Awaited<ReturnType<typeof etcdLibrary>>;
+export type EtcdLibrary = Awaited<ReturnType<typeof etcdLibrary>>;
 
 /** Run fn with an etcd client, turning etcd errors into short EtcdRegistryErrors. */
-async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3, etcd: EtcdLibrary) => Promise<T>): Promise<T> {
+export async function withClient<T>(cfg: EtcdConfig, fn: (client: Etcd3, etcd: EtcdLibrary) => Promise<T>): Promise<T> {
   const etcd = await etcdLibrary();
   const client = etcd.createEtcdClient(cfg, { callTimeoutMs: CLI_CALL_TIMEOUT_MS });
   try {
