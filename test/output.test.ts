@@ -10,16 +10,36 @@ import { waitFor } from './support/wait.js';
 
 const node = process.execPath;
 
-/** Writes `mb` MiB of numbered 100-byte lines as fast as the pipe takes them, then "DONE". */
+/**
+ * Writes `mb` MiB of numbered 100-byte lines as fast as the pipe takes them, then "DONE". After
+ * every STEP_MB it creates `at-K` in the sync directory and waits for the test's `go-K`: the test
+ * samples the log directory at each of those points however fast the emperor is (with one
+ * sample per 20 ms poll only, a fast machine finished the 60 MiB within 18 samples).
+ */
+const STEP_MB = 4;
 const FLOOD = `
+const fs = require('node:fs');
 const mb = Number(process.argv[1]);
+const sync = process.argv[2];
+const step = ${STEP_MB} * 1024 * 1024;
 const line = (i) => ('line ' + i + ' ').padEnd(99, 'x') + '\\n';
 let i = 0;
 const chunk = () => { let s = ''; for (let k = 0; k < 655; k++) s += line(i++); return s; };
 const total = mb * 1024 * 1024;
 let written = 0;
+let nextStop = step;
+function pause(k) {
+  fs.writeFileSync(sync + '/at-' + k, '');
+  const wait = () => (fs.existsSync(sync + '/go-' + k) ? go() : setTimeout(wait, 2));
+  wait();
+}
 function go() {
   while (written < total) {
+    if (written >= nextStop) {
+      const k = nextStop / step;
+      nextStop += step;
+      return pause(k);
+    }
     const c = chunk();
     written += c.length;
     if (!process.stdout.write(c)) return process.stdout.once('drain', go);
@@ -63,11 +83,14 @@ describe('vassal logs', { timeout: 180_000 }, () => {
     const maxSize = 1024 * 1024;
     const keep = 2;
     const mb = 60;
-    await emp.writeVassal('flood.json', { command: [node, '-e', FLOOD, String(mb)], logs: { max_size: '1M', keep }, start: { ready: { delay: '10ms' } } });
+    const sync = path.join(emp.ws.root, 'flood-sync');
+    fs.mkdirSync(sync);
+    await emp.writeVassal('flood.json', { command: [node, '-e', FLOOD, String(mb), sync], logs: { max_size: '1M', keep }, start: { ready: { delay: '10ms' } } });
     await emp.waitEvent('flood', 'spawned', 0, 30_000);
     const logs = emp.ws.logs;
     const rss: number[] = [];
     let samples = 0;
+    let pauses = 0;
     let maxTotal = 0;
     let maxFiles = 0;
     const last = (): string => {
@@ -77,7 +100,8 @@ describe('vassal logs', { timeout: 180_000 }, () => {
         return '';
       }
     };
-    // Sample the directory as often as the loop allows until the writer is done.
+    // Sample the directory as often as the loop allows until the writer is done, and at each of
+    // its pauses before letting it go on.
     await waitFor(
       () => {
         const files = logFiles(logs, 'flood');
@@ -87,12 +111,18 @@ describe('vassal logs', { timeout: 180_000 }, () => {
         for (const [f, size] of files) assert.ok(size <= maxSize, `${f} is ${size} bytes, over max_size`);
         samples++;
         if (samples % 10 === 0) rss.push(rssKb(emp.pid));
+        const k = pauses + 1;
+        if (fs.existsSync(path.join(sync, `at-${k}`))) {
+          rss.push(rssKb(emp.pid));
+          pauses = k;
+          fs.writeFileSync(path.join(sync, `go-${k}`), '');
+        }
         return /DONE \d+\n$/.test(last());
       },
       'the writer to finish',
       120_000,
     );
-    assert.ok(samples > 20, `the directory was sampled ${samples} times`);
+    assert.equal(pauses, Math.ceil(mb / STEP_MB) - 1, 'the directory was sampled at every pause of the writer');
     assert.ok(maxTotal <= maxSize * (keep + 1), `the logs took ${maxTotal} bytes at most, limit ${maxSize * (keep + 1)}`);
     assert.ok(maxFiles <= keep + 1, `${maxFiles} log files at once`);
     // Rotated files end at a line boundary: the cut is after the last whole line that fits.
