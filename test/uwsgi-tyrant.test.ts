@@ -13,6 +13,7 @@ import { after, before, describe, it } from './support/test.js';
 import { removeUser, throwawayName, throwawayUser, type Account } from './support/accounts.js';
 import { freePort } from './support/net.js';
 import { fixture } from './support/paths.js';
+import { waitFor } from './support/wait.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -134,5 +135,47 @@ describe('.ini vassals in tyrant mode, against their owner', { skip: isRoot ? fa
       await emp.waitEvent(`marker${i}`, 'invalid', mark);
     }
     for (const [name] of expect) assert.equal(emp.events(name, 'invalid', since).length, 1, name);
+  });
+
+  it('a vassal flooding its Emperor-protocol channel with any bytes affects only itself', async () => {
+    // The owner's own program, not uWSGI: 8 MiB of protocol bytes and junk on fd 3 (never 22,
+    // which would only stop itself), then a file saying it is done.
+    const done = path.join(ws.root, 'flood-done');
+    await fs.mkdir(done);
+    await fs.chown(done, user.uid, user.gid);
+    const flooder = path.join(ws.root, 'flooder.js');
+    await fs.writeFile(
+      flooder,
+      `const fs = require('node:fs');
+const pick = [0, 1, 2, 5, 17, 26, 30, 99, 255];
+const buf = Buffer.alloc(65536);
+let sent = 0;
+function go() {
+  for (let i = 0; i < buf.length; i++) buf[i] = pick[Math.floor(Math.random() * pick.length)];
+  try { sent += fs.writeSync(3, buf); } catch {} // EAGAIN: the emperor reads at its own pace
+  if (sent < 8 * 1024 * 1024) return setImmediate(go);
+  fs.writeFileSync(process.argv[2] + '/done', String(sent));
+  setInterval(() => {}, 1 << 30);
+}
+go();
+`,
+    );
+    await fs.chmod(flooder, 0o644);
+    const since = emp.mark();
+    userFile('neighbour.json', JSON.stringify({ command: ['sleep', '600'], start: { ready: { delay: '10ms' } } }));
+    const neighbour = (await emp.waitEvent('neighbour', 'ready', since)).pid as number;
+    userFile('flooder.json', JSON.stringify({ command: [process.execPath, flooder, done], start: { ready: { delay: '10ms' } } }));
+    await waitFor(async () => (await fs.readdir(done)).includes('done'), 'the flood to be sent', 120_000);
+    // Still answering, the neighbour untouched, and no log line per byte.
+    const status = await emp.status();
+    assert.equal(status.vassals.find((v) => v.name === 'neighbour')?.pid, neighbour);
+    assert.equal(uidOf(neighbour), user.uid);
+    assert.ok(emp.events('flooder', 'loyal', since).length <= 1, 'loyal is said once');
+    const lines = emp.entries.slice(since).filter((e) => e.vassal === 'flooder').length;
+    assert.ok(lines < 50, `${lines} log lines for 8 MiB of protocol bytes`);
+    assert.equal(emp.child.exitCode, null);
+    await fs.rm(path.join(ws.vassals, 'flooder.json'));
+    await fs.rm(path.join(ws.vassals, 'neighbour.json'));
+    await emp.waitEvent('flooder', 'stopped', since);
   });
 });
