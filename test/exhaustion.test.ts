@@ -31,7 +31,32 @@ describe('file descriptor exhaustion', { timeout: 120_000 }, () => {
     const inUse = fs.readdirSync(`/proc/${emp.pid}/fd`).length;
     const original = softFdLimit(emp.pid);
     // Room for a handful of vassals (each takes its output pipes and its log file), not 40.
-    limitFds(emp.pid, inUse + 60);
+    const limit = inUse + 60;
+    limitFds(emp.pid, limit);
+
+    // While the burst below is read, spawned and refused, the operator keeps asking: every
+    // request is answered (out of descriptors, libuv accepts a connection only to close it),
+    // and the emperor never reaches its limit (its reserve is for exactly this).
+    const pid = emp.pid;
+    let mostFds = 0;
+    const sampler = setInterval(() => {
+      try {
+        mostFds = Math.max(mostFds, fs.readdirSync(`/proc/${pid}/fd`).length);
+      } catch {
+        // Gone: the assertions on the emperor below say so.
+      }
+    }, 1);
+    let asking = true;
+    const unanswered: string[] = [];
+    const asker = (async () => {
+      while (asking) {
+        try {
+          await emp.status();
+        } catch (err) {
+          unanswered.push((err as Error).message);
+        }
+      }
+    })();
 
     const count = 40;
     for (let i = 0; i < count; i++) {
@@ -52,6 +77,12 @@ describe('file descriptor exhaustion', { timeout: 120_000 }, () => {
     await emp.waitFor((e) => e.event === 'backoff' && e.vassal === refused.vassal, 'the refused vassal backs off', 0, 10_000);
 
     await waitFor(async () => (await emp!.status()).vassals.length === count + 1, 'every vassal file seen', 30_000);
+    asking = false;
+    await asker;
+    clearInterval(sampler);
+    assert.deepEqual(unanswered, [], 'every status request during the burst was answered');
+    // Reaching the limit is the failure: then any accept or open may fail.
+    assert.ok(mostFds < limit, `the emperor kept its reserve (held up to ${mostFds} of ${limit} descriptors)`);
     // Under pressure the control API answers, every time, and shows the failed starts.
     for (let i = 0; i < 10; i++) {
       const st = await emp.status();

@@ -4,6 +4,7 @@
 // over one's own between the read and a later lstat made one user's content run as the other.
 import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { withTransientFd } from '../process/fdbudget.js';
 
 /** Largest vassal file accepted, in bytes. Real ones are a few hundred bytes. */
 export const MAX_VASSAL_FILE_BYTES = 64 * 1024;
@@ -96,7 +97,12 @@ async function readCapped(handle: FileHandle, size: number): Promise<Buffer | un
  * thread pool; O_NOFOLLOW unless links are followed), fstats that descriptor and reads from it.
  * Never throws.
  */
-export async function readVassalFile(file: string, opts: ReadOptions): Promise<FileRead> {
+export function readVassalFile(file: string, opts: ReadOptions): Promise<FileRead> {
+  // A burst of new files must not take the descriptors kept for the control socket.
+  return withTransientFd(() => readThroughOneFd(file, opts));
+}
+
+async function readThroughOneFd(file: string, opts: ReadOptions): Promise<FileRead> {
   const flags = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY | (opts.followSymlinks ? 0 : fsConstants.O_NOFOLLOW);
   let handle: FileHandle;
   try {

@@ -20,6 +20,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { trustedSubdir } from '../state/trusted-dir.js';
+import { withTransientFd } from './fdbudget.js';
 import { isLive, readBootId, readStatSync, snapshot, type ProcStat } from './procfs.js';
 import { delay } from './timing.js';
 
@@ -162,7 +163,8 @@ export class PidRecords {
     try {
       // 0600: the records name the apps and their argv; and only a file nobody else could
       // have written is trusted when read back.
-      await fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600, flag: 'wx' });
+      // A burst of starts writes a burst of records: not with the control socket's descriptors.
+      await withTransientFd(() => fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600, flag: 'wx' }));
       await fs.rename(tmp, this.file(name));
     } catch (err) {
       await fs.rm(tmp, { force: true });
