@@ -83,6 +83,27 @@ describe('emperor logs', { timeout: 240_000 }, () => {
     assert.match(none.stderr, /no emperor is running/);
   });
 
+  it('--lines N beyond the current file reads back into NAME.log.1, NAME.log.2 … in order', async () => {
+    const emp = await start();
+    // 400 lines of 30 bytes (12 KB) into files of 4 KB: the current file and three rotated ones.
+    const rows = `for (let i = 0; i < 400; i++) console.log('row ' + String(i).padStart(4, '0') + ' ' + 'x'.repeat(20)); console.log('DONE'); setInterval(() => {}, 1 << 30);`;
+    await emp.writeVassal('r.json', { command: [node, '-e', rows], logs: { max_size: '4KB', keep: 5 } });
+    await waitFor(() => logHas(emp, 'r', 'DONE'), 'r printed DONE');
+    const expected = (from: number): string =>
+      Array.from({ length: 400 - from }, (_, k) => `row ${String(from + k).padStart(4, '0')} ${'x'.repeat(20)}\n`).join('') + 'DONE\n';
+    const current = await fs.readFile(path.join(emp.ws.logs, 'r.log'), 'utf8');
+    const inCurrent = current.split('\n').length - 1;
+    assert.ok(inCurrent < 200, `the current file holds only the last ${inCurrent} lines`);
+    await fs.access(path.join(emp.ws.logs, 'r.log.2'));
+
+    const some = await emp.cli(['logs', 'r', '--lines', '301']);
+    assert.equal(some.code, 0, some.stderr);
+    assert.equal(some.stdout, expected(100), 'the last 301 lines, across the rotated files, in order');
+
+    const all = await emp.cli(['logs', 'r', '--lines', '10000']);
+    assert.equal(all.stdout, expected(0), 'everything the rotated files still hold, oldest first');
+  });
+
   it('-f follows across size rotation and an external logrotate, every line once, and stops cleanly on Ctrl-C', async () => {
     const emp = await start();
     // Rotates every few hundred lines: the follower crosses many rotations.

@@ -20,59 +20,103 @@ interface Cut {
 const readAt = (fd: number, buf: Buffer, pos: number): Promise<number> =>
   new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, pos, (err, n) => (err ? reject(err) : resolve(n))));
 
-/**
- * The bytes holding the last `lines` lines of `file` (from a line start; a last line still
- * without its newline included), and where the read stopped. A missing file is empty.
- */
-export async function readTail(file: string, lines: number): Promise<{ bytes: Buffer; cut: Cut }> {
+/** An open log file: one segment of the stream read back (the current file, NAME.log.1, …). */
+interface Segment {
+  readonly fd: number;
+  readonly ino: number;
+  readonly size: number;
+}
+
+const openSegment = async (file: string): Promise<Segment | undefined> => {
   let fd: number;
   try {
     // Never follow a link nor block on a FIFO planted where the log should be.
     fd = await new Promise<number>((resolve, reject) => fs.open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, (err, f) => (err ? reject(err) : resolve(f))));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENXIO') return { bytes: Buffer.alloc(0), cut: { ino: 0, size: 0 } };
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENXIO') return undefined;
     throw err;
   }
+  const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (err, s) => (err ? reject(err) : resolve(s)))).catch((err: unknown) => {
+    fs.close(fd, () => undefined);
+    throw err;
+  });
+  if (!st.isFile()) {
+    fs.close(fd, () => undefined);
+    return undefined;
+  }
+  return { fd, ino: st.ino, size: st.size };
+};
+
+/** Rotated files looked at, at most (NAME.log.1 … NAME.log.MAX_ROTATED): logs.keep is far below. */
+const MAX_ROTATED = 1000;
+
+/**
+ * The bytes holding the last `lines` lines of `file` (from a line start; a last line still
+ * without its newline included), and where the read stopped. When the file holds fewer lines,
+ * the read goes on back into the rotated files (`file.1`, then `file.2`, …), which are, in that
+ * order, the stream's earlier parts. A missing file is empty.
+ */
+export async function readTail(file: string, lines: number): Promise<{ bytes: Buffer; cut: Cut }> {
+  const current = await openSegment(file);
+  if (!current) return { bytes: Buffer.alloc(0), cut: { ino: 0, size: 0 } };
+  const opened: Segment[] = [current];
+  const cut = { ino: current.ino, size: current.size };
   try {
-    const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (err, s) => (err ? reject(err) : resolve(s))));
-    if (!st.isFile()) return { bytes: Buffer.alloc(0), cut: { ino: 0, size: 0 } };
-    const size = st.size;
-    const cut = { ino: st.ino, size };
-    if (lines <= 0 || size === 0) return { bytes: Buffer.alloc(0), cut };
+    if (lines <= 0) return { bytes: Buffer.alloc(0), cut };
+    /** Blocks read so far, oldest first: the stream's tail. */
     const blocks: Buffer[] = [];
-    let pos = size;
+    const seen = new Set([current.ino]);
+    let seg: Segment = current;
+    let next = 1;
+    let pos = current.size;
     let have = 0;
     let newlines = 0;
-    // The file's last byte ends the last line: it is not a boundary before one.
+    // The stream's last byte ends the last line: it is not a boundary before one.
     let last = true;
-    while (pos > 0 && have < MAX_TAIL_BYTES) {
+    for (;;) {
+      if (have >= MAX_TAIL_BYTES) {
+        // Cut short: start at the first whole line.
+        const all = Buffer.concat(blocks);
+        const nl = all.indexOf(0x0a);
+        return { bytes: nl < 0 ? Buffer.alloc(0) : all.subarray(nl + 1), cut };
+      }
+      if (pos === 0) {
+        // This file's start: the previous rotated one holds what came before. A rotation
+        // meanwhile shifts the names by one: a file already read shows up again, and is skipped.
+        let older: Segment | undefined;
+        while (next <= MAX_ROTATED) {
+          older = await openSegment(`${file}.${next++}`);
+          if (!older) break;
+          opened.push(older);
+          if (!seen.has(older.ino)) break;
+          older = undefined;
+        }
+        if (!older) return { bytes: Buffer.concat(blocks), cut };
+        seen.add(older.ino);
+        seg = older;
+        pos = older.size;
+        continue;
+      }
       const len = Math.min(BLOCK, pos);
       pos -= len;
       const buf = Buffer.alloc(len);
-      const n = await readAt(fd, buf, pos);
+      const n = await readAt(seg.fd, buf, pos);
       const block = buf.subarray(0, n);
       blocks.unshift(block);
       have += n;
       for (let i = block.length - 1; i >= 0; i--) {
-        if (block[i] !== 0x0a) continue;
-        if (last && pos + i === size - 1) continue;
+        const lastByte = last;
+        last = false;
+        if (block[i] !== 0x0a || lastByte) continue;
         if (++newlines === lines) {
           const all = Buffer.concat(blocks);
           return { bytes: all.subarray(i + 1), cut };
         }
       }
-      last = false;
     }
-    const all = Buffer.concat(blocks);
-    // Cut short by MAX_TAIL_BYTES: start at the first whole line.
-    if (pos > 0) {
-      const nl = all.indexOf(0x0a);
-      return { bytes: nl < 0 ? Buffer.alloc(0) : all.subarray(nl + 1), cut };
-    }
-    return { bytes: all, cut };
   } finally {
-    fs.close(fd, () => undefined);
+    for (const s of opened) fs.close(s.fd, () => undefined);
   }
 }
 
