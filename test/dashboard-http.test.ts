@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
+import { addressKey } from '../src/dashboard/login-limit.js';
 import { startConsulDouble, type ConsulDouble } from './consul/double.js';
 import { removeUser, throwawayName, throwawayUser } from './support/accounts.js';
 import { EmperorUnderTest, makeWorkspace, runCli } from './support/emperor.js';
@@ -238,6 +239,78 @@ describe('dashboard over HTTP', { timeout: 300_000 }, () => {
     assert.notEqual(json<{ pid: number }>(restarted).pid, pid);
     // Signed in or not, the CSRF header is still needed.
     assert.equal((await request(port, 'POST', '/api/vassals/web/restart', { cookie: session })).status, 403);
+  });
+
+  it('rate-limits failed sign-ins per client (429, Retry-After, doubling), and another local user cannot lock out the operator', async () => {
+    const port = await freePort();
+    const ws = await makeWorkspace('emperor-dash-');
+    const token = 'dashboard-token-0123456789abcdef';
+    const tokenFile = path.join(ws.root, 'token');
+    await fs.writeFile(tokenFile, token + '\n', { mode: 0o600 });
+    const emp = await EmperorUnderTest.start(ws, ['--http', `127.0.0.1:${port}`, '--http-token-file', tokenFile]);
+    emperors.push(emp);
+    const form = { 'content-type': 'application/x-www-form-urlencoded', origin: `http://127.0.0.1:${port}` };
+    const login = (t: string): Promise<Answer> => request(port, 'POST', '/login', form, `token=${encodeURIComponent(t)}`);
+
+    // Another local user guessing on the same loopback address locks only itself.
+    const mallory = throwawayUser(throwawayName('emp-dash-'));
+    cleanups.push(() => removeUser(mallory.name));
+    const script = `
+const http = require('node:http');
+const one = () => new Promise((resolve) => {
+  const req = http.request({ host: '127.0.0.1', port: ${port}, method: 'POST', path: '/login', headers: ${JSON.stringify(form)} }, (res) => { res.resume(); resolve(res.statusCode); });
+  req.on('error', () => resolve(-1));
+  req.end('token=not-the-token-0123456789');
+});
+(async () => { const out = []; for (let i = 0; i < 8; i++) out.push(await one()); console.log(JSON.stringify(out)); })();`;
+    const codes = await new Promise<number[]>((resolve, reject) => {
+      const child = spawn(node, ['-e', script], { uid: mallory.uid, gid: mallory.gid, cwd: '/', stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('close', () => {
+        clearTimeout(timer);
+        try {
+          resolve(JSON.parse(out) as number[]);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    assert.deepEqual(codes, [303, 303, 303, 303, 303, 429, 429, 429], "the other user's guesses: five refused (the fifth locks), then locked out");
+    await emp.waitFor((e) => e.event === 'dashboard-login-locked', 'the lock is logged', 0);
+    const operator = await login(token);
+    assert.equal(operator.status, 303, 'the operator (another uid) is not locked out');
+    assert.match(operator.headers['set-cookie']?.[0] ?? '', /^emperor_session=/);
+
+    // The operator's own failures: five refused (the fifth locks), and then even the right token
+    // (form or bearer) is refused until the lock ends.
+    for (let i = 0; i < 5; i++) assert.equal((await login(`wrong-guess-${i}-0123456789`)).status, 303);
+    const locked = await login(token);
+    assert.equal(locked.status, 429);
+    const first = Number(locked.headers['retry-after']);
+    assert.ok(first >= 1 && first <= 5, `Retry-After ${first}`);
+    assert.match(json<{ error: string }>(locked).error, /too many failed sign-ins/);
+    assert.equal((await request(port, 'GET', '/api/status', { authorization: `Bearer ${token}` })).status, 429);
+
+    // After the lock, the next failure locks twice as long.
+    let again: Answer | undefined;
+    await waitFor(async () => {
+      again = await login('still-wrong-0123456789');
+      return again.status !== 429;
+    }, 'the first lock ends');
+    assert.equal(again!.status, 303);
+    const longer = Number((await login(token)).headers['retry-after']);
+    assert.ok(longer > 5 && longer <= 10, `the second lock is twice the first (Retry-After ${longer})`);
+  });
+
+  it('counts an IPv6 client by its /64 (one host holds all of it), an IPv4 one by its address', () => {
+    assert.equal(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(addressKey('192.0.2.7'), '192.0.2.7');
   });
 
   describe('secrets', () => {

@@ -9,6 +9,7 @@
 //    browser sends one) that is this dashboard's.
 import { createHmac, randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import type http from 'node:http';
+import { addressKey } from './login-limit.js';
 import { isLoopback } from './options.js';
 import { peerUid } from './peer-uid.js';
 
@@ -89,6 +90,24 @@ export class Access {
     if (auth?.startsWith('Bearer ') && sameSecret(auth.slice(7).trim(), this.token)) return true;
     const c = cookies(req).get(SESSION_COOKIE);
     return c !== undefined && this.session !== undefined && sameSecret(c, this.session);
+  }
+
+  /** A bearer token was sent and is wrong (a guess: counted against the client). */
+  wrongBearer(req: http.IncomingMessage): boolean {
+    const auth = req.headers.authorization;
+    if (this.token === undefined || auth === undefined) return false;
+    return !(auth.startsWith('Bearer ') && sameSecret(auth.slice(7).trim(), this.token));
+  }
+
+  /**
+   * Who is trying to sign in, for the rate limit: off loopback its address (an IPv6 one's /64);
+   * on loopback, shared by every local user, the uid owning the connection.
+   */
+  async client(req: http.IncomingMessage): Promise<string> {
+    const address = req.socket.remoteAddress ?? '?';
+    if (!isLoopback(address)) return addressKey(address);
+    const uid = await peerUid(req.socket);
+    return uid === undefined ? 'loopback, owner unknown' : `loopback uid ${uid}`;
   }
 
   /** The login form's token is right: the cookie to set. */

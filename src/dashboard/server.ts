@@ -13,6 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { Access, SECURITY_HEADERS, type Verdict } from './access.js';
 import { EventHub } from './events.js';
 import { emperorFacts } from './facts.js';
+import { LoginLimiter } from './login-limit.js';
 import type { DashboardOptions } from './options.js';
 import { redactSpec } from './redact.js';
 
@@ -75,6 +76,7 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
     files.set(route, { body: fs.readFileSync(path.join(STATIC_DIR, file)), type: TYPES[path.extname(file)]! });
   }
   const access = new Access(opts, opts.token);
+  const limiter = new LoginLimiter();
   const hub = new EventHub(emperor);
   const logReaders = new Set<LogSession>();
 
@@ -85,11 +87,35 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
     res.end(f.body);
   };
 
+  /** Refused (429) while this client is locked out for failed sign-ins; its key otherwise. */
+  async function notLocked(req: http.IncomingMessage): Promise<string> {
+    const client = await access.client(req);
+    const wait = limiter.waitMs(client);
+    if (wait > 0) {
+      const seconds = Math.ceil(wait / 1000);
+      throw new BadRequest(429, `too many failed sign-ins from this client (${client}): try again in ${seconds} s`, { 'retry-after': String(seconds) });
+    }
+    return client;
+  }
+
+  function signInFailed(client: string, how: string): void {
+    const lock = limiter.failed(client);
+    if (lock > 0) logger.warn(`dashboard: failed sign-in (${how}) from ${client}; it must wait ${Math.ceil(lock / 1000)} s before the next try`, { event: 'dashboard-login-locked' });
+  }
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     check(access.host(req));
     const method = req.method ?? '';
     const { url, parts } = parseTarget(req.url ?? '/');
     const route = url.pathname;
+    if (access.needsLogin && req.headers.authorization !== undefined) {
+      // A bearer token is a guess like the login form's: limited the same way.
+      const client = await notLocked(req);
+      if (access.wrongBearer(req)) {
+        signInFailed(client, 'bearer token');
+        throw new BadRequest(401, 'wrong bearer token');
+      }
+    }
 
     if (route === '/app.js' || route === '/app.css') {
       allow(method, 'GET', 'HEAD');
@@ -101,9 +127,14 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
       allow(method, 'GET', 'POST');
       const origin = req.headers.origin;
       if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) throw new BadRequest(403, 'cross-origin login refused');
+      const client = await notLocked(req);
       const form = await readForm(req);
       const cookie = access.login(form.get('token') ?? '');
-      if (!cookie) return send(res, 303, '', 'text/plain', { location: '/login?failed=1' });
+      if (!cookie) {
+        signInFailed(client, 'login form');
+        return send(res, 303, '', 'text/plain', { location: '/login?failed=1' });
+      }
+      limiter.succeeded(client);
       return send(res, 303, '', 'text/plain', { location: '/', 'set-cookie': cookie });
     }
     if (route === '/') {
