@@ -272,8 +272,8 @@ const one = () => new Promise((resolve) => {
         clearTimeout(timer);
         try {
           resolve(JSON.parse(out) as number[]);
-        } catch (err) {
-          reject(err);
+        } catch {
+          reject(new Error(`the other user's logins printed no result: ${out}`));
         }
       });
     });
