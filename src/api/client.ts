@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { checkSocketPath } from './socket-path.js';
+import { checkSocketTrust } from './socket-trust.js';
 
 export class NoEmperorError extends Error {}
 
@@ -62,6 +63,7 @@ export interface ApiAnswer {
 export function requestApi(socketPath: string, method: 'GET' | 'POST', urlPath: string, opts: ApiOptions = {}): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
     checkSocketPath(socketPath);
+    checkSocketTrust(socketPath);
     const req = http.request({ socketPath, method, path: urlPath, headers: { accept: 'application/json' } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -139,6 +141,7 @@ export function streamApi(socketPath: string, urlPath: string, onItem: (item: un
   let cancelled = false;
   const done = new Promise<void>((resolve, reject) => {
     checkSocketPath(socketPath);
+    checkSocketTrust(socketPath);
     req = http.request({ socketPath, method: 'GET', path: urlPath, headers: { accept: 'application/x-ndjson' } }, (res) => {
       const status = res.statusCode ?? 0;
       let pending = '';

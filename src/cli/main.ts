@@ -2,6 +2,7 @@ import { DEFAULT_PROBE_CONCURRENCY } from '../checks/budget.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, callApi, NoEmperorError, SocketDeniedError } from '../api/client.js';
 import { SocketPathError } from '../api/socket-path.js';
+import { UntrustedSocketError } from '../api/socket-trust.js';
 import { parseDuration } from '../config/duration.js';
 import type { EmperorStatus, VassalStatus } from '../emperor/emperor.js';
 import { defaultLogsDir, defaultStateDir, socketPathIn } from './defaults.js';
@@ -39,9 +40,9 @@ async function withApi(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    if (err instanceof NoEmperorError || err instanceof ApiError || err instanceof SocketDeniedError || err instanceof SocketPathError) {
+    if (err instanceof NoEmperorError || err instanceof ApiError || err instanceof SocketDeniedError || err instanceof UntrustedSocketError || err instanceof SocketPathError) {
       process.stderr.write(`emperor: ${err.message}\n`);
-      process.exitCode = err instanceof NoEmperorError ? 3 : err instanceof SocketDeniedError ? 4 : err instanceof SocketPathError ? 2 : 1;
+      process.exitCode = err instanceof NoEmperorError ? 3 : err instanceof SocketDeniedError || err instanceof UntrustedSocketError ? 4 : err instanceof SocketPathError ? 2 : 1;
       return;
     }
     throw err;
