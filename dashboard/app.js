@@ -22,6 +22,8 @@ let csrf = null;
 let privileged = false;
 let privilegeNote = '';
 let logSource = null;
+/** The open vassal's registry entries: fetched with its detail, then kept current by `registry` events. */
+let detailRegs = [];
 
 function duration(ms) {
   if (ms === null || ms === undefined || ms < 0) return '-';
@@ -186,15 +188,33 @@ function connect() {
     else counts();
   });
   es.addEventListener('facts', (ev) => facts(JSON.parse(ev.data)));
+  es.addEventListener('registry', (ev) => registryChanged(JSON.parse(ev.data)));
+}
+
+/** Registrations changed state: their rows' registries column, the header, the open detail. */
+function registryChanged(c) {
+  for (const [name, regs] of Object.entries(c.registeredIn)) {
+    if (regs.length > 0) registeredIn[name] = regs;
+    else delete registeredIn[name];
+    const r = rows.get(name);
+    if (r) fillRow(r);
+  }
+  registryHealth(c.registries);
+  for (const ch of c.changes) if (ch.vassal === selected) detailRegistry(ch);
+  if (sortKey === 'registries') render();
+}
+
+function registryHealth(list) {
+  const regs = $('f-registries');
+  regs.textContent = '';
+  for (const r of list) regs.append(el('span', `${r.registry} ${r.up ? (r.slow ? 'slow' : 'up') : 'DOWN'}`, r.up ? (r.slow ? 'health-warning' : 'health-passing') : 'health-critical'), ' ');
 }
 
 function facts(f) {
   if (!f) return;
   $('f-rss').textContent = bytes(f.rssBytes);
   $('f-cpu').textContent = `${f.cpuPercent}%`;
-  const regs = $('f-registries');
-  regs.textContent = '';
-  for (const r of f.registries) regs.append(el('span', `${r.registry} ${r.up ? (r.slow ? 'slow' : 'up') : 'DOWN'}`, r.up ? (r.slow ? 'health-warning' : 'health-passing') : 'health-critical'), ' ');
+  registryHealth(f.registries);
   const fleet = $('f-fleet');
   fleet.hidden = !f.fleet;
   if (f.fleet) {
@@ -218,6 +238,8 @@ setInterval(() => {
 function select(name) {
   if (selected && rows.has(selected)) rows.get(selected).tr.classList.remove('selected');
   selected = name;
+  detailRegs = [];
+  $('d-registries').tBodies[0].textContent = '';
   const r = rows.get(name);
   if (r) r.tr.classList.add('selected');
   $('detail').hidden = false;
@@ -291,10 +313,8 @@ async function refreshDetail() {
   const d = await res.json();
   showStatus(d.status);
   $('d-spec').textContent = d.spec ? JSON.stringify(d.spec, null, 2) : '(no valid file yet)';
-  const regs = $('d-registries').tBodies[0];
-  regs.textContent = '';
-  if (d.registries.length === 0) regs.append(note('not registered anywhere (no service: in its file, or no registry configured)', 6));
-  for (const r of d.registries) regs.append(row([[r.registry], [r.id], [r.service ?? '-'], [r.location ?? '-'], [r.state, r.state === 'registered' ? 'health-passing' : 'health-warning'], [ago(r.lastComparedAt)]]));
+  detailRegs = d.registries;
+  showRegistries();
   const hist = $('d-history');
   hist.textContent = '';
   for (const h of d.history) {
@@ -303,6 +323,31 @@ async function refreshDetail() {
     hist.append(s);
   }
   if (d.history.length === 0) hist.textContent = 'no state changes yet';
+}
+
+function showRegistries() {
+  const regs = $('d-registries').tBodies[0];
+  regs.textContent = '';
+  if (detailRegs.length === 0) regs.append(note('not registered anywhere (no service: in its file, or no registry configured)', 6));
+  for (const r of detailRegs) {
+    const cls = r.state === 'registered' ? 'health-passing' : r.state === 'failed' ? 'health-critical' : 'health-warning';
+    const tr = row([[r.registry], [r.id], [r.service ?? '-'], [r.location ?? '-'], [r.state, cls], [ago(r.lastComparedAt)]]);
+    tr.dataset.registry = r.registry;
+    if (r.error) tr.cells[4].title = r.error;
+    regs.append(tr);
+  }
+}
+
+/** One registry event for the open vassal: its entry there takes the new state at once. */
+function detailRegistry(ch) {
+  const i = detailRegs.findIndex((r) => r.registry === ch.registry);
+  if (i < 0) {
+    // Not known when the detail was read (registered since): read it again.
+    refreshDetail();
+    return;
+  }
+  detailRegs[i] = { ...detailRegs[i], id: ch.id, state: ch.state, error: ch.error };
+  showRegistries();
 }
 
 const MAX_LOG_LINES = 1000;

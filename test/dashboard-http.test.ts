@@ -10,6 +10,7 @@ import { addressKey } from '../src/dashboard/login-limit.js';
 import { startConsulDouble, type ConsulDouble } from './consul/double.js';
 import { removeUser, throwawayName, throwawayUser } from './support/accounts.js';
 import { EmperorUnderTest, makeWorkspace, runCli } from './support/emperor.js';
+import { startEtcd } from './support/etcd.js';
 import { freePort } from './support/net.js';
 import { after, before, describe, it } from './support/test.js';
 import { waitFor } from './support/wait.js';
@@ -52,6 +53,27 @@ function request(port: number, method: string, urlPath: string, headers: Record<
 }
 
 const json = <T>(a: Answer): T => JSON.parse(a.body) as T;
+
+/** The dashboard's event stream, read as it arrives: every event so far, parsed. */
+function openEvents(port: number): { events: Array<{ event: string; data: unknown }>; close(): void } {
+  const events: Array<{ event: string; data: unknown }> = [];
+  let buf = '';
+  const req = http.get({ host: '127.0.0.1', port, path: '/api/events', headers: { host: `127.0.0.1:${port}` } }, (res) => {
+    res.setEncoding('utf8');
+    res.on('data', (d: string) => {
+      buf += d;
+      for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
+        const frame = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(frame)?.[1];
+        const data = /^data: (.*)$/m.exec(frame)?.[1];
+        if (event !== undefined && data !== undefined) events.push({ event, data: JSON.parse(data) as unknown });
+      }
+    });
+  });
+  req.on('error', () => undefined);
+  return { events, close: () => req.destroy() };
+}
 
 /** Requests made by a process of another user: status codes of each, in order. */
 function requestsAs(user: { uid: number; gid: number }, port: number, reqs: Array<{ method: string; path: string; csrf?: boolean }>): Promise<number[]> {
@@ -302,6 +324,54 @@ const one = () => new Promise((resolve) => {
     assert.equal(again!.status, 303);
     const longer = Number((await login(token)).headers['retry-after']);
     assert.ok(longer > 5 && longer <= 10, `the second lock is twice the first (Retry-After ${longer})`);
+  });
+
+  it('pushes registrar changes (registered, deregistered, failed) into the event stream as they happen', async () => {
+    const etcd = await startEtcd();
+    cleanups.push(() => etcd.dispose());
+    const port = await freePort();
+    const emp = await start(['--http', `127.0.0.1:${port}`, '--etcd-endpoint', etcd.endpoint, '--tree-root', '/dash']);
+    await emp.waitFor((e) => e.event === 'dashboard', 'dashboard listening', 0);
+    const stream = openEvents(port);
+    cleanups.push(() => stream.close());
+    await waitFor(() => stream.events.some((e) => e.event === 'snapshot'), 'the snapshot');
+    type RegistryEvent = { changes: Array<{ vassal: string; registry: string; state: string; error?: string }>; registeredIn: Record<string, string[]> };
+    /** The first `registry` event (after `from`) with a change of `vassal` to `state`. */
+    const registryEvent = async (from: number, vassal: string, state: string): Promise<RegistryEvent> => {
+      let found: RegistryEvent | undefined;
+      await waitFor(() => {
+        found = stream.events.slice(from).find((e) => e.event === 'registry' && (e.data as RegistryEvent).changes.some((c) => c.vassal === vassal && c.state === state))?.data as RegistryEvent | undefined;
+        return found !== undefined;
+      }, `a registry event: ${vassal} ${state}`);
+      return found!;
+    };
+
+    // A service is ready once its port answers.
+    const listening = (appPort: number): object => ({
+      command: [node, '-e', `require('node:http').createServer((q, s) => s.end('ok')).listen(${appPort}, '127.0.0.1')`],
+      service: { port: appPort, address: '127.0.0.1' },
+    });
+    const mark = stream.events.length;
+    await emp.writeVassal('web.json', listening(await freePort()));
+    const registered = await registryEvent(mark, 'web', 'registered');
+    assert.deepEqual(registered.registeredIn, { web: ['etcd'] }, 'the registries column of web, in the same event');
+    assert.ok((await etcd.etcdctl(['get', '--prefix', '/dash/'])).includes('web'), 'etcd holds it');
+
+    const beforeStop = stream.events.length;
+    const stopped = await emp.cli(['stop', 'web']);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    const gone = await registryEvent(beforeStop, 'web', 'not registered');
+    assert.deepEqual(gone.registeredIn, { web: [] });
+    assert.equal(await etcd.etcdctl(['get', '--prefix', '/dash/', '--keys-only']), '', 'etcd no longer holds it');
+
+    // etcd down: a registration that cannot be written is a `failed` event with the reason.
+    await etcd.stop();
+    const beforeFail = stream.events.length;
+    await emp.writeVassal('api.json', listening(await freePort()));
+    const failed = await registryEvent(beforeFail, 'api', 'failed');
+    assert.ok(failed.changes.find((c) => c.vassal === 'api')!.error, 'the failure says why');
+    assert.deepEqual(failed.registeredIn, { api: [] });
+    stream.close();
   });
 
   it('counts an IPv6 client by its /64 (one host holds all of it), an IPv4 one by its address', () => {

@@ -3,6 +3,7 @@
 // dashboard keeps no copy of any state. One batch is serialized once for all pages.
 import type http from 'node:http';
 import type { Emperor, VassalStatus } from '../emperor/emperor.js';
+import type { RegistryChange } from '../registrar/registrar.js';
 import { emperorFacts } from './facts.js';
 
 /** Changes are gathered this long, then sent together (a burst of 1,000 is one event). */
@@ -15,10 +16,16 @@ const MAX_BEHIND_BYTES = 8 * 1024 * 1024;
 export class EventHub {
   private readonly clients = new Set<http.ServerResponse>();
   private readonly pending = new Set<string>();
+  /** Registry changes since the last batch, the latest per vassal and registry. */
+  private readonly pendingRegistry = new Map<string, RegistryChange>();
   private batch: NodeJS.Timeout | undefined;
   private facts: NodeJS.Timeout | undefined;
   private readonly onChanged = (name: string): void => {
     this.pending.add(name);
+    this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
+  };
+  private readonly onRegistry = (change: RegistryChange): void => {
+    this.pendingRegistry.set(`${change.vassal}\u0000${change.registry}`, change);
     this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
   };
 
@@ -34,6 +41,7 @@ export class EventHub {
     res.write(`retry: 1000\nevent: snapshot\ndata: ${JSON.stringify({ ...this.emperor.status(), facts: emperorFacts(this.emperor) })}\n\n`);
     if (this.clients.size === 0) {
       this.emperor.events.on('changed', this.onChanged);
+      this.emperor.registryEvents?.on('change', this.onRegistry);
       this.facts = setInterval(() => this.send('facts', JSON.stringify(emperorFacts(this.emperor))), FACTS_MS);
       this.facts.unref();
     }
@@ -48,14 +56,35 @@ export class EventHub {
   private remove(res: http.ServerResponse): void {
     if (!this.clients.delete(res) || this.clients.size > 0) return;
     this.emperor.events.off('changed', this.onChanged);
+    this.emperor.registryEvents?.off('change', this.onRegistry);
     clearInterval(this.facts);
     clearTimeout(this.batch);
     this.batch = undefined;
     this.pending.clear();
+    this.pendingRegistry.clear();
   }
 
   private flush(): void {
     this.batch = undefined;
+    if (this.pendingRegistry.size > 0) this.flushRegistry();
+    if (this.pending.size > 0) this.flushRows();
+  }
+
+  /**
+   * `registry`: each registration that changed state (registering, registered, removing, not
+   * registered, failed), the registries column of the vassals concerned, and how each registry
+   * is doing.
+   */
+  private flushRegistry(): void {
+    const changes = [...this.pendingRegistry.values()];
+    this.pendingRegistry.clear();
+    const all = this.emperor.registeredIn();
+    const registeredIn: Record<string, string[]> = {};
+    for (const c of changes) registeredIn[c.vassal] = all.get(c.vassal) ?? [];
+    this.send('registry', JSON.stringify({ changes, registeredIn, registries: this.emperor.registries(), at: Date.now() }));
+  }
+
+  private flushRows(): void {
     const rows: VassalStatus[] = [];
     const removed: string[] = [];
     for (const name of this.pending) {

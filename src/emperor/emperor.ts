@@ -580,6 +580,11 @@ export class Emperor {
     return this.opts.registrar?.registeredIn() ?? new Map<string, Array<'etcd' | 'consul'>>();
   }
 
+  /** Each registration's state changes as they happen (none without a registry). */
+  get registryEvents(): Registrar['events'] | undefined {
+    return this.opts.registrar?.events;
+  }
+
   /** How each configured registry is doing (empty without any). */
   registries(): RegistryStatus[] {
     return this.opts.registrar?.status() ?? [];

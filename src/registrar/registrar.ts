@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { isSlowFailure, type Change, type Observed, type Registration, type RegistrationKey, type RegistryAdapter } from './types.js';
 
 export interface RegistryStatus {
@@ -23,6 +24,25 @@ export interface RegistryEntry {
   /** When the registry was last read back (anti-entropy); null before the first pass. */
   readonly lastComparedAt: number | null;
 }
+
+/** One registration's state changed in one registry (for live views: the dashboard's event stream). */
+export interface RegistryChange {
+  readonly vassal: string;
+  readonly registry: 'etcd' | 'consul';
+  /** Registration id (Consul's service ID). */
+  readonly id: string;
+  /** Where it stands now; 'failed' when the last call for it failed (it is retried). */
+  readonly state: RegistryEntry['state'] | 'failed';
+  /** The failure, for 'failed' (as logged: never secrets). */
+  readonly error?: string;
+}
+
+export interface RegistrarEvents {
+  change: [RegistryChange];
+}
+
+/** AdapterSync's report: these ids changed state here (or a call for them failed). */
+type Changed = (ids: Iterable<string>, error?: string) => void;
 
 export type RegistrarLog = (level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
@@ -106,10 +126,13 @@ class AdapterSync {
     private readonly wanted: Wanted,
     private readonly opts: RegistrarOptions,
     private readonly log: RegistrarLog,
+    private readonly changed: Changed = () => undefined,
   ) {
     adapter.onReset(() => {
       this.log('warn', `${adapter.description}: registrations may have been lost; re-registering all`, { event: 'registry-reset', registry: adapter.kind });
+      const lost = [...this.applied.keys()];
       this.applied.clear();
+      this.changed(lost);
       this.kick();
     });
     this.scheduleEntropy();
@@ -143,6 +166,7 @@ class AdapterSync {
       this.deleting.delete(reg.id);
       for (const w of pending.waiters) w();
     }
+    this.changed([reg.id]);
     this.kick();
   }
 
@@ -151,6 +175,7 @@ class AdapterSync {
     const known = this.applied.has(key.id) || this.inflightPuts.has(spots(key)[0]);
     const pending = this.deleting.get(key.id) ?? { key, waiters: [] };
     this.deleting.set(key.id, pending);
+    this.changed([key.id]);
     // A removal never waits behind a retry timer: it is sent now, whatever failed before.
     clearTimeout(this.removalRetry);
     this.removalRetry = undefined;
@@ -250,12 +275,15 @@ class AdapterSync {
 
   /** One call to the registry; never rejects. */
   private async send(changes: Change[], onSuccess: () => void, retryAfter: (delayMs: number) => void): Promise<void> {
+    const ids = changes.map((c) => (c.op === 'put' ? c.reg.id : c.key.id));
     try {
       await this.adapter.apply(changes);
       onSuccess();
       this.succeeded();
+      this.changed(ids);
     } catch (err) {
       retryAfter(this.failed(err));
+      this.changed(ids, err instanceof Error ? err.message : String(err));
     }
   }
 
@@ -360,6 +388,10 @@ class AdapterSync {
     }
     for (const id of believed.keys()) if (!seen.has(id) && wanted.has(id)) drift++;
     this.applied = applied;
+    const moved = new Set<string>();
+    for (const [id, fp] of applied) if (believed.get(id) !== fp) moved.add(id);
+    for (const id of believed.keys()) if (!applied.has(id)) moved.add(id);
+    if (moved.size > 0) this.changed(moved);
     if (drift > 0) {
       this.log('warn', `${this.adapter.description}: repairing ${drift} registration(s) that drifted`, { event: 'registry-drift', registry: this.adapter.kind, drift });
     }
@@ -386,13 +418,37 @@ export class Registrar {
   private readonly wanted = new Map<string, Registration>();
   /** Removals in flight, by vassal name, so every caller awaits the same one. */
   private readonly leaving = new Map<string, Promise<void>>();
+  /** Registration id → vassal, for the change events (a removed id is no longer in `wanted`). */
+  private readonly owners = new Map<string, string>();
+  /** Each registration's state changes, as they happen (nothing is computed without a listener). */
+  readonly events = new EventEmitter<RegistrarEvents>();
 
   constructor(
     adapters: readonly RegistryAdapter[],
     private readonly log: RegistrarLog,
     private readonly opts: RegistrarOptions = DEFAULT_REGISTRAR_OPTIONS,
   ) {
-    this.syncs = adapters.map((a) => new AdapterSync(a, a.accepts ? acceptedBy(this.wanted, a.accepts.bind(a)) : this.wanted, opts, log));
+    this.syncs = adapters.map((a) => {
+      const sync: AdapterSync = new AdapterSync(a, a.accepts ? acceptedBy(this.wanted, a.accepts.bind(a)) : this.wanted, opts, log, (ids, error) =>
+        this.changedIn(sync, ids, error),
+      );
+      return sync;
+    });
+  }
+
+  private changedIn(sync: AdapterSync, ids: Iterable<string>, error: string | undefined): void {
+    const listening = this.events.listenerCount('change') > 0;
+    for (const id of ids) {
+      const vassal = this.owners.get(id);
+      if (vassal === undefined) continue;
+      const reg = this.wanted.get(vassal);
+      const wanted = reg?.id === id ? reg : undefined;
+      // Not wanted and gone from every registry: nothing more will be said about this id.
+      if (!wanted && error === undefined && this.syncs.every((s) => s.stateOf(id, undefined) === 'not registered')) this.owners.delete(id);
+      if (!listening) continue;
+      const state = error === undefined ? sync.stateOf(id, wanted) : 'failed';
+      this.events.emit('change', { vassal, registry: sync.adapter.kind, id, state, ...(error === undefined ? {} : { error }) });
+    }
   }
 
   get enabled(): boolean {
@@ -408,6 +464,7 @@ export class Registrar {
       void this.removeEverywhere(vassal, keyOf(prev));
     }
     this.wanted.set(vassal, reg);
+    this.owners.set(reg.id, vassal);
     for (const s of this.syncs) s.wish(reg);
   }
 
