@@ -170,6 +170,30 @@ describe('registrar (fake adapter)', () => {
     assert.ok(!adapter.store.has('host-a'));
   });
 
+  it('back after an outage: the first call is the pending removal, even when a registration was due to retry first', async (t) => {
+    const { adapter, registrar } = setup(t);
+    registrar.ready('a', reg('a'));
+    await registrar.settled();
+    adapter.auto = new Error('connection refused');
+    // b's registration fails first, so its retry is due first...
+    registrar.ready('b', reg('b'));
+    await adapter.call(2);
+    await settleTicks();
+    t.mock.timers.tick(1000);
+    // ...and a's removal, sent at once and failing too, is due a second later.
+    registrar.gone('a');
+    await adapter.call(3);
+    await settleTicks();
+    assert.deepEqual(ops(adapter.calls[2]!), ['delete host-a']);
+    adapter.auto = 'ok';
+    t.mock.timers.tick(OPTS.retryMinMs - 1000);
+    await registrar.settled();
+    // Registering b first would show b and the stopped a side by side in the registry.
+    assert.deepEqual(ops(adapter.calls[3]!), ['delete host-a'], 'the removal is the first call once the registry is tried again');
+    assert.deepEqual(ops(adapter.calls[4]!), ['put host-b']);
+    assert.ok(!adapter.store.has('host-a') && adapter.store.has('host-b'));
+  });
+
   it('removals go first, in their own call, and do not wait behind a slow registration', async (t) => {
     const { adapter, registrar } = setup(t);
     registrar.ready('a', reg('a'));

@@ -263,11 +263,16 @@ class AdapterSync {
     });
   }
 
-  /** A retry timer for a lane: when it fires, the lane may go again. */
+  /**
+   * A retry timer for a lane. Whichever lane's timer fires first, it is time to try the
+   * registry again, and removals go first: were the registrations to go alone and succeed, the
+   * registry would show them beside a vassal already stopped until the removal's own timer.
+   */
   private retryIn(delayMs: number): NodeJS.Timeout {
     const timer = setTimeout(() => {
       if (this.putRetry === timer) this.putRetry = undefined;
-      if (this.removalRetry === timer) this.removalRetry = undefined;
+      clearTimeout(this.removalRetry);
+      this.removalRetry = undefined;
       this.kick();
     }, delayMs);
     return timer;
