@@ -171,6 +171,7 @@ function connect() {
     }
     for (const name of [...rows.keys()]) if (!seen.has(name)) remove(name);
     facts(s.facts);
+    fleetWorld(s.fleetWorld);
     render();
     if (selected) refreshDetail();
   });
@@ -189,6 +190,44 @@ function connect() {
   });
   es.addEventListener('facts', (ev) => facts(JSON.parse(ev.data)));
   es.addEventListener('registry', (ev) => registryChanged(JSON.parse(ev.data)));
+  es.addEventListener('fleet', (ev) => fleetWorld(JSON.parse(ev.data)));
+}
+
+/** Fleet mode: every node, and where each fleet vassal's instances run (from the fleet's etcd). */
+function fleetWorld(w) {
+  const box = $('fleet');
+  box.hidden = !w;
+  if (!w) return;
+  const placed = w.vassals.reduce((n, v) => n + v.instances.length, 0);
+  $('fleet-summary').textContent = `${w.nodes.length} node(s), ${w.vassals.length} fleet vassal(s), ${placed} instance(s); this node: ${w.self}`;
+  const nodes = $('fleet-nodes').tBodies[0];
+  nodes.textContent = '';
+  for (const n of w.nodes) {
+    const tr = row([[n.name], [n.host], [n.pid || '-'], [n.vassals], [n.instances], [n.alive ? n.load.toFixed(2) : '-'], [n.alive ? (n.started ? duration(Date.now() - n.started) : '-') : 'not alive', n.alive ? '' : 'health-critical']]);
+    tr.dataset.node = n.name;
+    if (n.name === w.self) {
+      tr.classList.add('self');
+      tr.cells[0].title = 'this node';
+    }
+    nodes.append(tr);
+  }
+  const vassals = $('fleet-vassals').tBodies[0];
+  vassals.textContent = '';
+  if (w.vassals.length === 0) vassals.append(note('no fleet vassals (emperor fleet deploy FILE)', 6));
+  for (const v of w.vassals) {
+    const first = [[v.name], [v.error ? 'invalid' : v.placement ?? '-', v.error ? 'state-invalid' : '']];
+    const lines = v.instances.length > 0 ? v.instances : [null];
+    lines.forEach((i, k) => {
+      const head = k === 0 ? first : [[''], ['']];
+      const cells = i ? [[i.node], [i.state, `state-${i.state}`], [i.pid ?? '-'], [i.health ?? '-', i.health ? `health-${i.health}` : '']] : [[v.pending > 0 ? `(${v.pending} pending)` : '-'], ['-'], ['-'], ['-']];
+      const tr = row([...head, ...cells]);
+      tr.dataset.vassal = v.name;
+      if (i) tr.dataset.node = i.node;
+      if (v.error) tr.title = v.error;
+      vassals.append(tr);
+    });
+    if (v.instances.length > 0 && v.pending > 0) vassals.append(row([[''], [''], [`(${v.pending} pending)`], [''], [''], ['']]));
+  }
 }
 
 /** Registrations changed state: their rows' registries column, the header, the open detail. */

@@ -2,28 +2,16 @@
 // which downloads no browser): it renders, follows changes without a reload, shows a crash in
 // red, restarts from a button, filters, and a vassal printing HTML does not run code in it.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
+import { launchChromium, PAGE_WAIT_MS } from './support/browser.js';
 import { EmperorUnderTest, makeWorkspace } from './support/emperor.js';
 import { freePort } from './support/net.js';
 import { after, before, describe, it } from './support/test.js';
 
 const node = process.execPath;
-/** Waits in the page are bounded too (a busy two-core machine is slow, not stuck). */
-const PAGE_WAIT_MS = 30_000;
 const HOSTILE = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">`;
-
-function chromiumPath(): string {
-  const given = process.env.EMPEROR_TEST_CHROMIUM;
-  if (given) return given;
-  try {
-    return execFileSync('sh', ['-c', 'command -v chromium || command -v chromium-browser'], { encoding: 'utf8' }).trim().split('\n')[0]!;
-  } catch {
-    throw new Error('no chromium found: run `bash scripts/setup.sh` (installs Debian chromium) or set EMPEROR_TEST_CHROMIUM');
-  }
-}
 
 describe('dashboard in a browser', { timeout: 300_000 }, () => {
   let emp: EmperorUnderTest;
@@ -49,13 +37,7 @@ describe('dashboard in a browser', { timeout: 300_000 }, () => {
     });
     await emp.waitEvent('web', 'ready');
     await emp.waitEvent('crashy', 'ready');
-    browser = await puppeteer.launch({
-      executablePath: chromiumPath(),
-      headless: true,
-      // As root (CI) Chromium's sandbox cannot start; the page is our own, loaded from loopback.
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-      timeout: PAGE_WAIT_MS,
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
     page.setDefaultTimeout(PAGE_WAIT_MS);
     page.on('pageerror', (err) => pageErrors.push(String(err)));

@@ -9,7 +9,7 @@ import { classifyVassalFile, vassalNameProblem } from '../config/names.js';
 import { MAX_VASSAL_FILE_BYTES, tooLarge } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
 import { claimsPrefix, specKey } from '../fleet/keys.js';
-import type { FleetSnapshot } from '../fleet/snapshot.js';
+import { describePlacement, fleetStatus } from '../fleet/status.js';
 import { prefixRange } from '../registries/etcd/keys.js';
 import { mergedOptions, optionsAlsoBefore } from './option-position.js';
 import { UsageError, withClient } from './service.js';
@@ -39,14 +39,6 @@ async function run(name: string, fn: () => Promise<void>): Promise<void> {
 // The vassal parser (zod, yaml) is loaded only by the commands that use it: main.ts adds these
 // commands to every emperor, which should stay light (the etcd client is loaded by withClient).
 const parser = async (): Promise<typeof ParseVassal> => (await import('../config/load.js')).parseVassal;
-
-export function describePlacement(spec: VassalSpec): string {
-  const p = spec.placement;
-  if (!p) return 'none';
-  if (p.kind === 'replicas') return `replicas: ${p.replicas}`;
-  if (p.kind === 'nodes') return `nodes: [${p.nodes.join(', ')}]`;
-  return 'all: true';
-}
 
 /** Validate a file as a fleet vassal named `name`; the same ConfigError a node would report. */
 async function validate(file: string, name: string): Promise<{ spec: VassalSpec; bytes: Buffer }> {
@@ -113,68 +105,6 @@ async function remove(name: string, flags: Flags): Promise<void> {
   });
 }
 
-export interface FleetStatusJson {
-  root: string;
-  revision: string;
-  nodes: Array<{ name: string; host: string; pid: number; alive: boolean; vassals: number; instances: number; load: number; started: number }>;
-  vassals: Array<{
-    name: string;
-    placement: string | null;
-    error: string | null;
-    instances: Array<{ node: string; slot: string; state: string; pid: number | null; health: string | null }>;
-    /** Instances the placement asks for that nobody runs yet. */
-    pending: number;
-  }>;
-  /** Keys under the fleet prefix that are not fleet keys. */
-  invalidKeys: Array<{ key: string; reason: string }>;
-}
-
-export function fleetStatus(snap: FleetSnapshot, root: string, parseVassal: typeof ParseVassal): FleetStatusJson {
-  const nodes: FleetStatusJson['nodes'] = [...snap.nodes].map(([name, n]) => ({
-    name,
-    host: n.record?.host ?? '?',
-    pid: n.record?.pid ?? 0,
-    alive: true,
-    vassals: n.record?.vassals ?? 0,
-    instances: n.record?.instances ?? 0,
-    load: n.record?.load ?? 0,
-    started: n.record?.started ?? 0,
-  }));
-  const vassals: FleetStatusJson['vassals'] = [];
-  const names = new Set([...snap.specs.keys(), ...snap.claims.keys()]);
-  for (const name of [...names].sort()) {
-    const doc = snap.specs.get(name);
-    const verdict = doc ? parseVassal(doc.raw, `etcd:${specKey(root, name)}`, { fleetName: name }) : undefined;
-    const instances = [...(snap.claims.get(name) ?? new Map<string, never>())].map(([slot, c]) => ({
-      slot,
-      node: c.record?.node ?? '?',
-      state: c.record?.state ?? 'claimed',
-      pid: c.record?.pid ?? null,
-      health: c.record?.health ?? null,
-    }));
-    let wanted = 0;
-    if (verdict?.ok) {
-      const p = verdict.spec.placement;
-      wanted = p?.kind === 'replicas' ? p.replicas : p?.kind === 'nodes' ? p.nodes.length : nodes.length;
-      // Named nodes that are not alive are shown, so a typo in nodes: is visible.
-      if (p?.kind === 'nodes') {
-        for (const n of p.nodes) {
-          if (!nodes.some((x) => x.name === n)) nodes.push({ name: n, host: '?', pid: 0, alive: false, vassals: 0, instances: 0, load: 0, started: 0 });
-        }
-      }
-    }
-    vassals.push({
-      name,
-      placement: verdict?.ok ? describePlacement(verdict.spec) : null,
-      error: doc === undefined ? 'removed; instances are stopping' : verdict && !verdict.ok ? verdict.error.message : null,
-      instances: instances.sort((a, b) => a.node.localeCompare(b.node)),
-      pending: Math.max(0, wanted - instances.length),
-    });
-  }
-  nodes.sort((a, b) => a.name.localeCompare(b.name));
-  return { root, revision: snap.revision, nodes, vassals, invalidKeys: snap.bad };
-}
-
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
@@ -184,7 +114,8 @@ async function status(flags: Flags): Promise<void> {
   const cfg = etcdConfig(flags);
   const { readFleet } = await import('../fleet/snapshot.js');
   const snap = await withClient(cfg, (client) => readFleet(client, cfg.treeRoot));
-  const s = fleetStatus(snap, cfg.treeRoot, await parser());
+  const parse = await parser();
+  const s = fleetStatus(snap, cfg.treeRoot, (name, raw) => parse(raw, `etcd:${specKey(cfg.treeRoot, name)}`, { fleetName: name }));
   if (flags.json) {
     process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     return;

@@ -24,6 +24,13 @@ export class EventHub {
     this.pending.add(name);
     this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
   };
+  /** Fleet mode: the fleet changed since the last batch; what the pages last got of it. */
+  private worldChanged = false;
+  private lastWorld = '';
+  private readonly onWorld = (): void => {
+    this.worldChanged = true;
+    this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
+  };
   private readonly onRegistry = (change: RegistryChange): void => {
     this.pendingRegistry.set(`${change.vassal}\u0000${change.registry}`, change);
     this.batch ??= setTimeout(() => this.flush(), BATCH_MS);
@@ -38,10 +45,13 @@ export class EventHub {
   add(res: http.ServerResponse, headers: Record<string, string>): void {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     // Reconnect quickly after the emperor restarts or a page was dropped for falling behind.
-    res.write(`retry: 1000\nevent: snapshot\ndata: ${JSON.stringify({ ...this.emperor.status(), facts: emperorFacts(this.emperor) })}\n\n`);
+    const world = this.emperor.fleetWorld();
+    res.write(`retry: 1000\nevent: snapshot\ndata: ${JSON.stringify({ ...this.emperor.status(), facts: emperorFacts(this.emperor), fleetWorld: world ?? null })}\n\n`);
     if (this.clients.size === 0) {
+      this.lastWorld = JSON.stringify(world ?? null);
       this.emperor.events.on('changed', this.onChanged);
       this.emperor.registryEvents?.on('change', this.onRegistry);
+      this.emperor.fleetEvents?.on('world', this.onWorld);
       this.facts = setInterval(() => this.send('facts', JSON.stringify(emperorFacts(this.emperor))), FACTS_MS);
       this.facts.unref();
     }
@@ -57,6 +67,8 @@ export class EventHub {
     if (!this.clients.delete(res) || this.clients.size > 0) return;
     this.emperor.events.off('changed', this.onChanged);
     this.emperor.registryEvents?.off('change', this.onRegistry);
+    this.emperor.fleetEvents?.off('world', this.onWorld);
+    this.worldChanged = false;
     clearInterval(this.facts);
     clearTimeout(this.batch);
     this.batch = undefined;
@@ -68,6 +80,16 @@ export class EventHub {
     this.batch = undefined;
     if (this.pendingRegistry.size > 0) this.flushRegistry();
     if (this.pending.size > 0) this.flushRows();
+    if (this.worldChanged) this.flushWorld();
+  }
+
+  /** `fleet`: every node and where each fleet vassal runs, whenever that differs from the last sent. */
+  private flushWorld(): void {
+    this.worldChanged = false;
+    const text = JSON.stringify(this.emperor.fleetWorld() ?? null);
+    if (text === this.lastWorld) return;
+    this.lastWorld = text;
+    this.send('fleet', text);
   }
 
   /**

@@ -161,7 +161,7 @@ export async function startDashboard(emperor: Emperor, opts: DashboardOptions, l
     }
     if (parts.length === 2 && parts[1] === 'status') {
       allow(method, 'GET');
-      return sendJson(res, 200, { ...emperor.status(), facts: emperorFacts(emperor) });
+      return sendJson(res, 200, { ...emperor.status(), facts: emperorFacts(emperor), fleetWorld: emperor.fleetWorld() ?? null });
     }
     if (parts.length === 2 && parts[1] === 'events') {
       allow(method, 'GET');

@@ -27,7 +27,7 @@ import { prepareLogsDir } from '../output/logdir.js';
 import type { MirrorLimit } from '../output/mirror.js';
 import type { LogFile } from '../output/logfile.js';
 import { probeBudget, type BudgetSnapshot, type ProbeBudget } from '../checks/budget.js';
-import type { FleetHost, FleetNode } from '../fleet/node.js';
+import type { FleetHost, FleetNode, FleetWorld } from '../fleet/node.js';
 
 export interface EmperorOptions {
   readonly vassalsDir: string;
@@ -573,6 +573,16 @@ export class Emperor {
   /** Fleet mode: this node, its lease and the instances it holds (nothing outside fleet mode). */
   fleetView(): Pick<EmperorStatus, 'fleet'> {
     return this.fleetNode ? { fleet: this.fleetNode.snapshotView() } : {};
+  }
+
+  /** Fleet mode: every node and where each fleet vassal runs, as this node last read it. */
+  fleetWorld(): FleetWorld | undefined {
+    return this.fleetNode?.world();
+  }
+
+  /** Fleet mode: 'world' when the fleet changed (a node, an instance); undefined otherwise. */
+  get fleetEvents(): FleetNode['events'] | undefined {
+    return this.fleetNode?.events;
   }
 
   /** Vassal name → the registries that hold it now (only vassals held somewhere). */

@@ -10,6 +10,7 @@
 //   them at a hard deadline HARD_MARGIN before the lease can expire.
 // Nothing here votes: the claim keys, their leases and etcd's revisions decide.
 import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
@@ -23,6 +24,10 @@ import type { EtcdConfig } from '../registries/etcd/options.js';
 import type { Vassal } from '../vassal/vassal.js';
 import { claimKey, fleetPrefix, nodeKey, specKey } from './keys.js';
 import { readFleet, type ClaimRecord, type FleetSnapshot, type NodeRecord } from './snapshot.js';
+import { fleetStatus, type FleetStatusJson } from './status.js';
+
+/** The whole fleet as this node last read it, for live views (the dashboard). */
+export type FleetWorld = FleetStatusJson & { readonly self: string };
 
 /** Renewals failed for this share of the TTL: stop the instances gracefully. */
 const SOFT_FRACTION = 0.7;
@@ -142,6 +147,10 @@ export class FleetNode {
   private readonly statusQueue = new Map<string, ClaimRecord>();
   private flushing = false;
   private lastEtcdError = '';
+  /** The last read of the whole fleet (every node and claim), for world(). */
+  private lastSnap: FleetSnapshot | undefined;
+  /** 'world': the fleet read differs from the last one (a node or an instance changed). */
+  readonly events = new EventEmitter<{ world: [] }>();
 
   constructor(
     private readonly host: FleetHost,
@@ -448,6 +457,9 @@ export class FleetNode {
     const verdicts = await Promise.all([...snap.specs].map(async ([name, { raw }]) => [name, await this.verdict(name, raw)] as const));
     for (const [name, verdict] of verdicts) specs.set(name, verdict);
     for (const name of this.verdicts.keys()) if (!snap.specs.has(name)) this.verdicts.delete(name);
+    const before = this.lastSnap;
+    this.lastSnap = snap;
+    if (before?.revision !== snap.revision) this.events.emit('world');
     if (this.leaseId !== id || this.closed) return;
     const live = [...snap.nodes.keys()];
 
@@ -642,6 +654,16 @@ export class FleetNode {
     } finally {
       this.flushing = false;
     }
+  }
+
+  /**
+   * Every live node and where each fleet vassal's instances run, as of the last read (undefined
+   * before the first): what `emperor fleet status` shows, judged by this node's verdicts.
+   */
+  world(): FleetWorld | undefined {
+    const snap = this.lastSnap;
+    if (!snap) return undefined;
+    return { ...fleetStatus(snap, this.root, (name) => this.verdicts.get(name)?.verdict), self: this.node };
   }
 
   /** For the status API: this node's view. */
