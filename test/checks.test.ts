@@ -284,6 +284,15 @@ void describe('runProbe: exec', () => {
     await waitFor(() => !isRunning(grandchild), `grandchild ${grandchild} to be gone`);
   });
 
+  void it('a probe that exits leaving a background process behind: its whole group is killed once the result is in', async () => {
+    const pidFile = path.join(dir, 'leftover.pid');
+    // The background child lets go of the output, so nothing holds the result back.
+    const file = await script('leftover.sh', 'sleep 1000 >/dev/null 2>&1 &\necho $! > "$1"\necho done');
+    assert.deepEqual(await runProbe(exec(file, pidFile), probeCtx()), { status: 'passing', output: 'done\n' });
+    const leftover = await readPid(pidFile);
+    await waitFor(() => !isRunning(leftover), `the probe's background process ${leftover} to be gone`);
+  });
+
   void it('kills the whole process group when aborted, and only returns once the probe is reaped', async () => {
     const pidFile = path.join(dir, 'hang-abort.pid');
     const leaderFile = path.join(dir, 'hang-abort.leader');

@@ -118,6 +118,9 @@ export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, 
       const text = output.annotated();
       const status: CheckStatus = code === 0 ? 'passing' : code === 1 ? 'warning' : 'critical';
       const fallback = signal !== null ? `killed by ${signal}` : `exit status ${code ?? 'unknown'}`;
+      // A check is done when its command is: whatever it left running in its group (a `cmd &`)
+      // would pile up, one per run, so it goes, as systemd treats what an ExecStartPre leaves.
+      if (pid !== undefined) killGroup(pid);
       settle({ status, output: text === '' && status !== 'passing' ? fallback : text });
     };
     out?.on('data', (chunk: Buffer) => output.write(chunk));
