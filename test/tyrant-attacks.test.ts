@@ -23,9 +23,11 @@ import { waitFor } from './support/wait.js';
 /** Uid of a live process and the WHO its environment names, or undefined once it is gone. */
 function whoRuns(pid: number): { uid: number; who: string | undefined; comm: string } | undefined {
   try {
+    // Name and Uid from one read: read apart, the uid could be the launcher's (root, before
+    // setpriv switched) and the name the final program's, a mismatch of the test's own making.
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
-    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    const comm = /^Name:\s+(.*)$/m.exec(status)?.[1]?.trim() ?? '';
     const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
     const who = env.find((kv) => kv.startsWith('WHO='))?.slice(4);
     return { uid, who, comm };
