@@ -4,6 +4,10 @@
 #     uwsgi + uwsgi-plugin-python3 (the uWSGI vassal tests run a real uWSGI serving a WSGI app),
 #     chromium (the dashboard's browser tests drive it through puppeteer-core, which downloads no browser)
 #   - node_modules via `npm ci` when missing or older than package-lock.json
+# --runtime: only what running the emperor needs (`npm start`).
+# --bench: what the tests need, plus the supervisors `npm run bench -- --peers` compares the emperor
+#   with: supervisor (supervisord, supervisorctl); the uWSGI Emperor is the uwsgi above, PM2 an npm
+#   devDependency. Not in the default set, so `npm test` never installs (or fetches) them.
 # Prints one line per thing it did. Safe to run repeatedly; needs root (or sudo) only when installing.
 set -euo pipefail
 
@@ -20,14 +24,23 @@ declare -A pkg_for=(
   [setpriv]=util-linux
   [uwsgi]=uwsgi
   [chromium]=chromium
+  [supervisord]=supervisor
+  [supervisorctl]=supervisor
 )
 
-# --runtime: only what running the emperor needs (npm packages); the Debian tools are for tests.
 runtime_only=0
-[[ "${1:-}" == "--runtime" ]] && runtime_only=1
+bench=0
+case "${1:-}" in
+  --runtime) runtime_only=1 ;;
+  --bench) bench=1 ;;
+  "") ;;
+  *) echo "setup: unknown option $1 (expected --runtime or --bench)" >&2; exit 2 ;;
+esac
 
+bins=(etcd etcdctl promtool setpriv uwsgi chromium)
+((bench)) && bins+=(supervisord supervisorctl)
 missing=()
-for bin in etcd etcdctl promtool setpriv uwsgi chromium; do
+for bin in "${bins[@]}"; do
   ((runtime_only)) && [[ $bin != setpriv ]] && continue
   if ! command -v "$bin" >/dev/null 2>&1; then
     missing+=("${pkg_for[$bin]}")
@@ -39,6 +52,8 @@ if ((!runtime_only)) && [[ ! -e /usr/lib/uwsgi/plugins/python3_plugin.so ]]; the
 fi
 
 if ((${#missing[@]} > 0)); then
+  # supervisord and supervisorctl come in one package.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   SUDO=()
   if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else
@@ -76,7 +91,7 @@ if ((${#missing[@]} > 0)); then
   trap - EXIT
 
   # Belt and braces: if a service got started anyway (e.g. policy-rc.d ignored), stop it.
-  for svc in etcd prometheus uwsgi; do
+  for svc in etcd prometheus uwsgi supervisor; do
     if [[ -x /etc/init.d/$svc ]] && "${SUDO[@]}" /etc/init.d/"$svc" status >/dev/null 2>&1; then
       "${SUDO[@]}" /etc/init.d/"$svc" stop >/dev/null 2>&1 || true
       say "stopped the system $svc service started by its package"
