@@ -42,10 +42,12 @@ if [ "$1" = --ini ]; then n=\${2##*/}; n=\${n%.ini}; else n=$1; fi
 exec 3>"${fifoDir}/$n.fifo"
 date +%s%N >&3
 # Under the uWSGI Emperor only (this emperor gives every vassal UWSGI_EMPEROR_FD too, on fd 3).
+# In bash: dash redirects only fds 0-9, and the uWSGI Emperor's fd is above 9 once it has more
+# than a handful of vassals (with sh, 196 of 200 apps died at once with "Bad fd number").
 if [ "$1" = --ini ]; then
-  exec 0<&"$UWSGI_EMPEROR_FD"
-  while b=$(head -c 1 | od -An -tu1 | tr -d ' ') && [ -n "$b" ]; do [ "$b" = 0 ] && exit 0; done
-  exit 0
+  exec bash -c 'exec 0<&"$UWSGI_EMPEROR_FD"
+    while b=$(head -c 1 | od -An -tu1 | tr -d " ") && [ -n "$b" ]; do [ "$b" = 0 ] && exit 0; done
+    exit 0'
 fi
 exec sleep 1000000
 `;
@@ -387,6 +389,8 @@ interface Result {
   rssIdleKb?: number;
   rssBulkKb?: number;
   idleCpuPct?: number;
+  /** Apps of the 200 that died on their own while idle (a peer's fault, noted). */
+  diedIdle?: number;
 }
 
 const sum = (xs: readonly (number | undefined)[]): number | undefined => (xs.some((x) => x === undefined) ? undefined : xs.reduce<number>((a, b) => a + b!, 0));
@@ -446,9 +450,12 @@ async function scenario(peer: Peer, ctx: SectionContext): Promise<Result> {
     if (cpu0 !== undefined && cpu1 !== undefined) r.idleCpuPct = ((cpu1 - cpu0) / 1e6 / (performance.now() - w0)) * 100;
     r.rssBulkKb = sum(pids.map((p) => statusKb(p, 'VmRSS')));
     const died = names.filter((_, i) => ms[i]!.goneAt !== undefined);
-    // The emperor's own apps dying is a bench failure; a peer's is reported beside its figures
-    // (the uWSGI Emperor drops vassals that never speak its protocol's loyalty messages).
-    if (died.length > 0 && !(peer instanceof EmperorPeer)) r.note = `${died.length} of ${BULK} apps died while idle`;
+    // The emperor's own apps dying is a bench failure; a peer's is reported beside its figures,
+    // and its "all gone" then covers only the survivors, so it is not compared.
+    if (died.length > 0 && !(peer instanceof EmperorPeer)) {
+      r.diedIdle = died.length;
+      r.note = `${died.length} of ${BULK} apps died while idle: its "remove all" covers only the others and is not compared`;
+    }
     else if (died.length > 0) throw new Error(`${peer.label}: ${died.length} app(s) died while idle, e.g. ${died.slice(0, 3).join(', ')}${peer.trouble ? `; ${peer.trouble()}` : ''}`);
 
     await peer.remove(names);
@@ -521,8 +528,8 @@ const LINES: readonly Line[] = [
   {
     metric: `remove all ${BULK} → all gone, ms`,
     target: '≤ 500 ms',
-    cell: (r) => ms(r.bulkGone),
-    ok: (e, o) => e.bulkGone !== undefined && e.bulkGone <= 500 && beats(e.bulkGone, o.filter(ran).map((x) => x.bulkGone)),
+    cell: (r) => (r.diedIdle ? `${ms(r.bulkGone)} (${BULK - r.diedIdle} left)` : ms(r.bulkGone)),
+    ok: (e, o) => e.bulkGone !== undefined && e.bulkGone <= 500 && beats(e.bulkGone, o.filter((x) => ran(x) && !x.diedIdle).map((x) => x.bulkGone)),
   },
   {
     metric: `supervisor RSS with 0 / ${BULK} apps`,
