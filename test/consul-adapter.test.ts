@@ -724,6 +724,44 @@ void describe('ConsulAdapter: connection', () => {
     await assert.rejects(a.apply([put(reg())]), (err: unknown) => err instanceof ConsulError && err.kind === 'closed');
   });
 
+  void test('a frozen agent is slow, not down: a timed-out call is a warning, not "cannot reach"', async (t) => {
+    // What a SIGSTOPped agent looks like from here: the kernel takes the connection, nobody answers.
+    const held: net.Socket[] = [];
+    const frozen = net.createServer((sock) => held.push(sock));
+    await new Promise<void>((resolve) => frozen.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      for (const sock of held) sock.destroy();
+      frozen.close();
+    });
+    const address = `127.0.0.1:${(frozen.address() as net.AddressInfo).port}`;
+    const { a } = adapter(config([address]));
+    await assert.rejects(a.apply([put(reg())]), (err: unknown) => {
+      assert.ok(err instanceof ConsulError, String(err));
+      assert.equal(err.kind, 'slow', err.message);
+      assert.equal(err.slow, true);
+      assert.equal(err.message, `the Consul agent at ${address} did not answer in time (within 1000 ms): busy, or frozen`);
+      return true;
+    });
+    // The registrar calls it slow (a warning), not down (an error), on the first failure.
+    const logs: Array<{ level: string; event: unknown }> = [];
+    const registrar = new Registrar([a], (level, _m, fields) => logs.push({ level, event: fields?.event }), {
+      antiEntropyMs: 600_000,
+      deregisterBoundMs: 2000,
+      retryMinMs: 600_000,
+      retryMaxMs: 600_000,
+      downLogEveryMs: 600_000,
+      slowIsDownAfterMs: 600_000,
+    });
+    t.after(() => registrar.close());
+    registrar.ready('slowpoke', reg());
+    await waitFor(() => logs.length > 0, 'the registrar to report the failed call', 20_000);
+    assert.deepEqual(logs, [{ level: 'warn', event: 'registry-slow' }]);
+    assert.deepEqual(
+      registrar.status().map((st) => ({ up: st.up, slow: st.slow })),
+      [{ up: true, slow: true }],
+    );
+  });
+
   void test('token: every request carries X-Consul-Token; a wrong token fails without showing it', async (t) => {
     // Double only: the faults are a wrong token and no token, refused only by an agent whose ACLs
     // the test set up (a real agent may run without ACLs, and then accepts any token).

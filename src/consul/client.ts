@@ -20,8 +20,13 @@ export const DEFAULT_TIMEOUT_MS = 2000;
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 export type ConsulErrorKind =
-  /** No agent answered (refused, timed out, TLS failure...). Worth retrying, maybe elsewhere. */
+  /** No agent answered (refused, reset, TLS failure...). Worth retrying, maybe elsewhere. */
   | 'unreachable'
+  /**
+   * Every agent tried accepted the connection but did not answer in time: busy (or frozen)
+   * rather than gone. The registrar calls this slow (a warning), not down, until it lasts.
+   */
+  | 'slow'
   /** An agent answered with an error status: see `status` and `body`. */
   | 'http'
   /** The answer was not what the API documents (e.g. bad JSON). */
@@ -43,6 +48,11 @@ export class ConsulError extends Error {
     readonly agent: string | undefined = undefined,
   ) {
     super(message);
+  }
+
+  /** Timed out rather than refused (see isSlowFailure in the registrar). */
+  get slow(): boolean {
+    return this.kind === 'slow';
   }
 }
 
@@ -173,6 +183,8 @@ class AttemptError extends Error {
   constructor(
     readonly reason: string,
     readonly retrySameAgent: boolean,
+    /** The agent took the request but gave no answer within the deadline. */
+    readonly timedOut = false,
   ) {
     super(reason);
   }
@@ -461,6 +473,7 @@ export class ConsulClient {
     const n = this.agents.length;
     const start = this.current;
     const reasons: string[] = [];
+    let allTimedOut = true;
     for (let i = 0; i < n; i++) {
       if (this.closed) throw new ConsulError('the Consul client is closed', 'closed');
       const idx = (start + i) % n;
@@ -471,6 +484,7 @@ export class ConsulClient {
       } catch (err) {
         if (!(err instanceof AttemptError)) throw err;
         reasons.push(`${agent}: ${err.reason}`);
+        allTimedOut &&= err.timedOut;
         continue;
       }
       this.answered(idx, agent);
@@ -478,7 +492,12 @@ export class ConsulClient {
       throw this.httpError(c, reply);
     }
     const tried = n === 1 ? `the Consul agent at ${reasons[0]}` : `any Consul agent (${reasons.join('; ')})`;
-    throw new ConsulError(this.mask(`cannot reach ${tried}`), 'unreachable', undefined, '', this.agents[(start + n - 1) % n]);
+    const last = this.agents[(start + n - 1) % n];
+    if (allTimedOut) {
+      const who = n === 1 ? `the Consul agent at ${this.agents[start]}` : `none of the Consul agents (${this.agents.join(', ')})`;
+      throw new ConsulError(this.mask(`${who} did not answer in time (within ${this.timeoutMs} ms): busy, or frozen`), 'slow', undefined, '', last);
+    }
+    throw new ConsulError(this.mask(`cannot reach ${tried}`), 'unreachable', undefined, '', last);
   }
 
   private answered(idx: number, agent: string): void {
@@ -546,7 +565,7 @@ export class ConsulClient {
         res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), agent }));
       });
       const timer = setTimeout(() => {
-        finish(new AttemptError(`no answer within ${this.timeoutMs} ms`, false));
+        finish(new AttemptError(`no answer within ${this.timeoutMs} ms`, false, true));
         req.destroy();
       }, this.timeoutMs);
       req.on('error', (err: NodeJS.ErrnoException) => {
