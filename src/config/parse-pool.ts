@@ -60,6 +60,9 @@ const PIPELINE = 64;
 
 const WORKER_URL = new URL('./parse-worker.js', import.meta.url);
 
+/** How long an idle worker is kept by default (the bench waits this out before measuring an idle emperor). */
+export const PARSER_IDLE_MS = 10_000;
+
 const refused = (file: string, problem: string, transient = false): VassalParseResult => ({
   ok: false,
   error: new ConfigError(file, problem),
@@ -93,7 +96,7 @@ export class VassalParser {
   constructor(opts: ParserOptions = {}) {
     this.timeLimitMs = opts.timeLimitMs ?? 10_000;
     this.memoryLimitMb = opts.memoryLimitMb ?? 96;
-    this.idleMs = opts.idleMs ?? 10_000;
+    this.idleMs = opts.idleMs ?? PARSER_IDLE_MS;
     this.workerUrl = opts.workerUrl ?? WORKER_URL;
   }
 
