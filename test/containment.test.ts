@@ -198,6 +198,30 @@ describe('a cgroup per vassal', () => {
     fs.rmSync(path.join(emp.ws.vassals, 'daemon.yaml'));
   });
 
+  it("an exec check runs in its vassal's cgroup: what it setsid's away goes with the vassal", async () => {
+    const m = mark('probe');
+    const pidFile = path.join(emp.ws.root, `probe-escapee-${process.pid}.pid`);
+    await emp.writeVassal('probed.yaml', {
+      command: ['sleep', '1000'],
+      env: { CG_MARK: m },
+      start: { ready: { delay: '10ms' } },
+      // Leaves its process group and session: only a cgroup still holds what it started.
+      checks: [{ exec: ['/bin/sh', '-c', `[ -s ${pidFile} ] || { setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > ${pidFile}; }`], interval: '1s' }],
+    });
+    await emp.waitEvent('probed', 'ready');
+    await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim() !== '', 'the check to start its escapee');
+    const escapee = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    const v = await emp.vassal('probed');
+    const cgroupOf = (pid: number): string => fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    const appCgroup = cgroupOf(v.pid as number).split('\n').find((l) => l.startsWith('0::'));
+    assert.ok(appCgroup, 'the app is in a v2 cgroup');
+    assert.ok(cgroupOf(escapee).split('\n').includes(appCgroup), `the probe's escapee is in the app's cgroup (${appCgroup})`);
+    const st = await emp.cli(['stop', 'probed']);
+    assert.equal(st.code, 0, st.stderr);
+    assert.deepEqual(withEnv('CG_MARK', m), [], 'nothing the vassal or its check started survived the stop');
+    fs.rmSync(path.join(emp.ws.vassals, 'probed.yaml'));
+  });
+
   it('a crash of the main process kills what is left in its cgroup before the restart', async () => {
     const since = emp.mark();
     await emp.writeVassal('crasher.yaml', daemonizing(mark('crash'), { env: { CRASH: '1' }, backoff: { initial: '50ms', max: '200ms', max_retries: 100 } }));

@@ -36,7 +36,7 @@ process.on('message', (msg: HelperRequest) => {
   }
   const entry = { controller: new AbortController(), pgid: undefined as number | undefined };
   running.set(msg.id, entry);
-  const ctx = { timeoutMs: msg.timeoutMs, cwd: msg.cwd, env: msg.env, identity: msg.identity ?? undefined, signal: entry.controller.signal };
+  const ctx = { timeoutMs: msg.timeoutMs, cwd: msg.cwd, env: msg.env, identity: msg.identity ?? undefined, cgroupProcs: msg.cgroupProcs, signal: entry.controller.signal };
   const onSpawn = (pid: number): void => {
     entry.pgid = pid;
     send({ type: 'started', id: msg.id, pid });

@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { CheckStatus } from '../config/spec.js';
 import { identityArgs, type Identity } from '../process/identity.js';
-import { launchProblem, setprivPath } from '../process/launch.js';
+import { launchProblem, setprivPath, wrapLaunch } from '../process/launch.js';
 import type { OutputPairs } from './output-pairs.js';
 import { critical, deadline, endedOutput, errorText, TailBuffer, type EndReason, type ProbeContext, type ProbeResult } from './probe-common.js';
 
@@ -30,10 +30,12 @@ export function killGroup(pgid: number): void {
  * to stdout instead; `exec` keeps the pid, so the process spawned, the group leader and the
  * probe are still one process.
  */
-function commandLine(argv: readonly string[], identity: Identity | undefined, setpriv: string | undefined, joined: boolean): string[] {
+function commandLine(argv: readonly string[], identity: Identity | undefined, setpriv: string | undefined, joined: boolean, cgroupProcs: readonly string[]): string[] {
   const command = joined ? ['/bin/sh', '-c', 'exec "$@" 2>&1', 'sh', ...argv] : [...argv];
-  if (identity === undefined || setpriv === undefined) return command;
-  return [setpriv, '--pdeathsig', 'SIGKILL', ...identityArgs(identity), '--', ...command];
+  const switched = identity === undefined || setpriv === undefined ? command : [setpriv, '--pdeathsig', 'SIGKILL', ...identityArgs(identity), '--', ...command];
+  // Into the vassal's cgroup first, as the emperor's user, with no window to fork outside it
+  // (the same launch wrapper the vassal itself went through; one shell exec more per probe).
+  return wrapLaunch(switched, cgroupProcs, undefined);
 }
 
 export interface ExecHooks {
@@ -77,7 +79,7 @@ export async function probeExecHere(argv: readonly string[], ctx: ProbeContext, 
     pair?.ours.destroy();
     return critical('aborted');
   }
-  const [file = '/bin/sh', ...args] = commandLine(argv, ctx.identity, setpriv, pair === undefined);
+  const [file = '/bin/sh', ...args] = commandLine(argv, ctx.identity, setpriv, pair === undefined, ctx.cgroupProcs ?? []);
   const output = new TailBuffer();
   const run = deadline(ctx);
   return new Promise<ProbeResult>((resolve) => {

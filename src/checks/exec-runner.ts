@@ -29,6 +29,7 @@ export type HelperRequest =
       readonly cwd: string;
       readonly env: Readonly<Record<string, string>>;
       readonly identity: Identity | null;
+      readonly cgroupProcs: readonly string[];
     }
   | { readonly type: 'abort'; readonly id: number };
 export type HelperReply = { readonly type: 'started'; readonly id: number; readonly pid: number } | { readonly type: 'result'; readonly id: number; readonly result: ProbeResult };
@@ -164,6 +165,6 @@ export function runExecProbe(argv: readonly string[], ctx: ProbeContext): Promis
     });
     ctx.signal?.addEventListener('abort', onAbort, { once: true });
     if (h.pending.size === 1) h.idle(false);
-    h.send({ type: 'run', id, argv: [...argv], timeoutMs: ctx.timeoutMs, cwd: ctx.cwd, env: { ...ctx.env }, identity: ctx.identity ?? null });
+    h.send({ type: 'run', id, argv: [...argv], timeoutMs: ctx.timeoutMs, cwd: ctx.cwd, env: { ...ctx.env }, identity: ctx.identity ?? null, cgroupProcs: [...(ctx.cgroupProcs ?? [])] });
   });
 }

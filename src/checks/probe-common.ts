@@ -24,6 +24,12 @@ export interface ProbeContext {
   readonly signal?: AbortSignal;
   /** Exec probes run as the vassal's user (tyrant mode, user:/group:). */
   readonly identity?: Identity | undefined;
+  /**
+   * cgroup.procs files an exec probe writes its pid into before it execs: the vassal's, so a
+   * probe counts against the vassal's limits, and what it leaves (even setsid'd) goes with the
+   * vassal's cgroup.
+   */
+  readonly cgroupProcs?: readonly string[] | undefined;
 }
 
 /** Consul's cap on check output (its DefaultBufSize). */

@@ -15,6 +15,8 @@ export interface ReadyContext {
   readonly signal: AbortSignal;
   /** Exec probes run as the vassal's user. */
   readonly identity?: Identity | undefined;
+  /** See ProbeContext.cgroupProcs. */
+  readonly cgroupProcs?: readonly string[] | undefined;
   /** For 'notify': the read end of the vassal's NOTIFY_FD. */
   readonly notify?: NodeJS.ReadableStream;
   /** For 'emperor': the vassal's Emperor protocol link (src/vassal/emperor-link.ts). */
@@ -121,7 +123,7 @@ async function waitProbe(ready: Extract<ResolvedReadySpec, { kind: 'probe' }>, c
   let dueAt = performance.now();
   for (;;) {
     if (ctx.signal.aborted) throw abortError(ctx.signal);
-    const result = await runProbe(ready.probe, { timeoutMs, cwd: ctx.cwd, env: ctx.env, signal: ctx.signal, identity: ctx.identity });
+    const result = await runProbe(ready.probe, { timeoutMs, cwd: ctx.cwd, env: ctx.env, signal: ctx.signal, identity: ctx.identity, cgroupProcs: ctx.cgroupProcs });
     if (ctx.signal.aborted) throw abortError(ctx.signal);
     if (result.status === 'passing') return;
     ctx.onAttempt?.(result);

@@ -22,6 +22,8 @@ export interface CheckRunnerOptions {
   readonly env: Readonly<Record<string, string>>;
   /** Exec probes run as the vassal's user. */
   readonly identity?: Identity | undefined;
+  /** Exec probes join these cgroup.procs files (the vassal's) before they exec. */
+  readonly cgroupProcs?: readonly string[] | undefined;
   /** Slots for probes running at once (default: the emperor's, shared by every check). */
   readonly budget?: ProbeBudget;
 }
@@ -164,6 +166,7 @@ export class CheckRunner extends EventEmitter<CheckEvents> {
         cwd: this.options.cwd,
         env: this.options.env,
         identity: this.options.identity,
+        cgroupProcs: this.options.cgroupProcs,
         signal,
       });
     } finally {

@@ -118,6 +118,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     startTime: readStatSync(pid)?.startTime,
     exited,
     ...(cgroup ? { cgroup: cgroup.dir, whenGone: (ms: number) => cgroup.whenEmpty(ms) } : {}),
+    ...(placement && placement.procsFiles.length > 0 ? { joined: placement.procsFiles } : {}),
     signalGroup: (signal) => {
       if (!cgroup) return signalGroup(pid, signal);
       if (!cgroup.populated()) return false;

@@ -62,6 +62,11 @@ export interface VassalProcess {
   groupAlive(): boolean;
   /** The vassal's v2 cgroup directory, when contained by one. */
   readonly cgroup?: string;
+  /**
+   * The cgroup.procs files this process joined: an exec probe for the vassal joins them too
+   * (before it execs), so it shares the vassal's limits and goes with the vassal's cgroup.
+   */
+  readonly joined?: readonly string[];
   /** Resolves true as soon as the cgroup is empty (an event, not a poll), false after ms. */
   whenGone?(ms: number): Promise<boolean>;
 }

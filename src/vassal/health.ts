@@ -27,11 +27,11 @@ export class VassalHealth {
 
   constructor(
     private readonly spec: VassalSpec,
-    run: { readonly env: Record<string, string>; readonly identity: Identity | undefined },
+    run: { readonly env: Record<string, string>; readonly identity: Identity | undefined; readonly cgroupProcs: readonly string[] | undefined },
     private readonly log: VassalLog,
     private readonly on: HealthEvents,
   ) {
-    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env: run.env, identity: run.identity })));
+    this.checks = spec.checks.map((c) => (c.probe.kind === 'ttl' ? new TtlCheck(c) : new CheckRunner(c, { cwd: spec.cwd, env: run.env, identity: run.identity, cgroupProcs: run.cgroupProcs })));
     this.worst = worstStatus(this.checks.map((c) => c.state().status));
     for (const check of this.checks) {
       check.on('change', (st: CheckState, previous: CheckStatus) => {

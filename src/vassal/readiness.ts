@@ -41,7 +41,7 @@ export class Readiness {
       this.cancel();
       f();
     };
-    waitReady(resolveReady(spec), { cwd: spec.cwd, env, identity, signal: this.abort.signal, emperor: link, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
+    waitReady(resolveReady(spec), { cwd: spec.cwd, env, identity, cgroupProcs: proc.joined, signal: this.abort.signal, emperor: link, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
       () => finish(() => outcome.ready()),
       (err: unknown) => {
         if (!this.abort.signal.aborted) finish(() => outcome.failed(`readiness failed: ${err instanceof Error ? err.message : String(err)}`, 'start-failed'));

@@ -377,7 +377,7 @@ export class Vassal extends EventEmitter {
     this.health?.stop();
     const { identity } = launched;
     // Checks get the app's environment without what the emperor adds for the app itself.
-    this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity }, this.log, {
+    this.health = new VassalHealth(this._spec, { env: vassalEnv(this.ctx, this._spec, identity), identity, cgroupProcs: launched.proc.joined }, this.log, {
       changed: (health) => this.emit('health', health),
       critical: (reason) => this.onCritical(reason),
     });
