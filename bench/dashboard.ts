@@ -72,16 +72,52 @@ async function browserRows(ctx: SectionContext, port: number): Promise<Row[]> {
     await page.waitForFunction(`document.querySelectorAll('#vassals tbody tr').length === ${N}`, { timeout: 60_000 });
     const loadMs = now() - t0;
     ctx.progress(`page shows ${N} rows after ${fmtMs(loadMs)}`);
+    // EMPEROR_BENCH_TRACE=FILE: a Chrome trace of the filter and the sort (open it in chrome://tracing or DevTools).
+    const trace = process.env.EMPEROR_BENCH_TRACE;
+    if (trace) await page.tracing.start({ path: trace, screenshots: false });
     // Typing a filter that leaves v-0900 … v-0999, until the table shows just those.
     const f0 = now();
     await page.type('#filter', 'v-09');
     await page.waitForFunction(`document.querySelectorAll('#vassals tbody tr:not([hidden])').length === 100`, { timeout: 60_000 });
     const filterMs = now() - f0;
+    const c0 = now();
     await page.evaluate(`(() => { const i = document.getElementById('filter'); i.value = ''; i.dispatchEvent(new Event('input')); })()`);
+    await page.waitForFunction(`document.querySelectorAll('#vassals tbody tr:not([hidden])').length === ${N}`, { timeout: 60_000 });
+    const clearMs = now() - c0;
+    // Sorting: a click on "name" (sorted ascending) reverses the table, until v-0999 is first.
+    const o0 = now();
+    await page.click('#vassals th[data-key="name"]');
+    await page.waitForFunction(`document.querySelector('#vassals tbody tr:not([hidden])')?.dataset.name === 'v-${pad(N - 1)}'`, { timeout: 60_000 });
+    const sortMs = now() - o0;
+    if (trace) await page.tracing.stop();
+    // In the page, without puppeteer's round trips: a filter applied (and cleared), and a sort by
+    // another column, each until the next frame is painted; the median of 5.
+    const inPage = (await page.evaluate(`(async () => {
+      const painted = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+      const pause = () => new Promise((r) => setTimeout(r, 150));
+      const input = document.getElementById('filter');
+      const filter = async (v) => { const t = performance.now(); input.value = v; input.dispatchEvent(new Event('input')); await painted(); return performance.now() - t; };
+      const filters = [];
+      const sorts = [];
+      for (let i = 0; i < 5; i++) { await pause(); filters.push(await filter('v-09')); await pause(); await filter(''); }
+      for (let i = 0; i < 5; i++) {
+        await pause();
+        const t = performance.now();
+        document.querySelector('#vassals th[data-key="' + (i % 2 ? 'name' : 'pid') + '"]').click();
+        await painted();
+        sorts.push(performance.now() - t);
+      }
+      const median = (a) => a.sort((x, y) => x - y)[2];
+      return { filter: median(filters), sort: median(sorts) };
+    })()`)) as { filter: number; sort: number };
     const heap = (await page.metrics()).JSHeapUsedSize ?? 0;
     return [
       row(`page load until ${N} rows shown`, fmtMs(loadMs)),
       row(`typing a filter until ${N / 10} of ${N} rows shown`, fmtMs(filterMs)),
+      row(`clearing the filter until all ${N} rows shown`, fmtMs(clearMs)),
+      row(`clicking a column header until the ${N} rows are sorted`, fmtMs(sortMs)),
+      row(`in the page: a filter of ${N} rows until painted, median of 5`, fmtMs(inPage.filter)),
+      row(`in the page: a sort of ${N} rows by another column until painted, median of 5`, fmtMs(inPage.sort)),
       row('page JS heap with 1,000 rows', fmtMb(heap / 1024)),
     ];
   } finally {

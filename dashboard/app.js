@@ -40,6 +40,9 @@ const bytes = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${Mat
 
 // ---- the table ---------------------------------------------------------------------------
 
+/** Keystrokes in the filter box closer together than this are applied as one. */
+const FILTER_MS = 50;
+
 const COLUMNS = ['name', 'state', 'health', 'pid', 'uptime', 'restarts', 'lastExit', 'registries'];
 
 function uptimeOf(r) {
@@ -79,7 +82,16 @@ function fillRow(r) {
   r.tr.dataset.state = v.state;
   r.tr.dataset.health = v.health ?? '';
   r.search = `${v.name} ${v.state} ${v.health ?? ''} ${v.pid ?? ''} ${v.lastExit ? v.lastExit.reason : ''}`.toLowerCase();
-  r.tr.hidden = filterText !== '' && !r.search.includes(filterText);
+  showIfMatches(r);
+}
+
+/** Hide or show a row by the filter; the DOM is touched only when that changes (no relayout otherwise). */
+function showIfMatches(r) {
+  const hide = filterText !== '' && !r.search.includes(filterText);
+  if (r.hidden !== hide) {
+    r.hidden = hide;
+    r.tr.hidden = hide;
+  }
 }
 
 function upsert(v, at, flash) {
@@ -93,8 +105,11 @@ function upsert(v, at, flash) {
     }
     tr.dataset.name = v.name;
     tr.addEventListener('click', () => select(v.name));
-    r = { v, tr, cells, at };
+    // Done flashing: a row shown again later (filter cleared) must not flash again.
+    tr.addEventListener('animationend', () => tr.classList.remove('flash'));
+    r = { v, tr, cells, at, hidden: false, onScreen: false };
     rows.set(v.name, r);
+    visibility.observe(tr);
   }
   const changedState = r.v.state !== v.state || r.v.health !== v.health;
   r.v = v;
@@ -111,22 +126,32 @@ function upsert(v, at, flash) {
 function remove(name) {
   const r = rows.get(name);
   if (!r) return;
+  visibility.unobserve(r.tr);
   r.tr.remove();
   rows.delete(name);
 }
 
+const collator = new Intl.Collator(undefined, { numeric: false });
+
+/**
+ * Put the rows in the sort order. Each row's key is computed once (not in every comparison), and
+ * the DOM is touched only when the order changed: a batch of changes that moves no row costs no
+ * layout.
+ */
 function render() {
-  const list = [...rows.values()];
-  list.sort((a, b) => {
-    const x = sortValue(a, sortKey);
-    const y = sortValue(b, sortKey);
-    const cmp = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
-    return (sortDesc ? -cmp : cmp) || a.v.name.localeCompare(b.v.name);
+  const keyed = [];
+  for (const r of rows.values()) keyed.push({ r, k: sortValue(r, sortKey) });
+  keyed.sort((a, b) => {
+    const x = a.k;
+    const y = b.k;
+    const cmp = typeof x === 'number' && typeof y === 'number' ? x - y : collator.compare(String(x), String(y));
+    return (sortDesc ? -cmp : cmp) || collator.compare(a.r.v.name, b.r.v.name);
   });
   const body = $('vassals').tBodies[0];
-  const frag = document.createDocumentFragment();
-  for (const r of list) frag.append(r.tr);
-  body.append(frag);
+  const now = body.children;
+  let same = now.length === keyed.length;
+  for (let i = 0; same && i < keyed.length; i++) same = now[i] === keyed[i].r.tr;
+  if (!same) body.replaceChildren(...keyed.map((x) => x.r.tr));
   $('empty').hidden = rows.size > 0;
   counts();
 }
@@ -136,7 +161,7 @@ function counts() {
   let shown = 0;
   for (const r of rows.values()) {
     by[r.v.state] = (by[r.v.state] || 0) + 1;
-    if (!r.tr.hidden) shown++;
+    if (!r.hidden) shown++;
   }
   const box = $('f-counts');
   box.textContent = '';
@@ -193,11 +218,28 @@ function connect() {
   es.addEventListener('fleet', (ev) => fleetWorld(JSON.parse(ev.data)));
 }
 
+/** Fleet mode: this node (from the facts) and the instances it runs (from the latest of facts and fleet events). */
+let fleetNode = null;
+let fleetHere = null;
+
+function fleetHeader() {
+  const box = $('f-fleet');
+  const f = fleetNode;
+  box.hidden = !f;
+  if (!f) return;
+  const here = fleetHere ?? f.instances.map((i) => i.name);
+  box.textContent = `fleet node ${f.node}: ${here.length} instance(s) here${f.fenced ? ', FENCED (claims may have lapsed)' : ''}`;
+  box.className = f.fenced ? 'health-critical' : '';
+  box.title = here.join('\n');
+}
+
 /** Fleet mode: every node, and where each fleet vassal's instances run (from the fleet's etcd). */
 function fleetWorld(w) {
   const box = $('fleet');
   box.hidden = !w;
   if (!w) return;
+  fleetHere = w.vassals.filter((v) => v.instances.some((i) => i.node === w.self)).map((v) => v.name);
+  fleetHeader();
   const placed = w.vassals.reduce((n, v) => n + v.instances.length, 0);
   $('fleet-summary').textContent = `${w.nodes.length} node(s), ${w.vassals.length} fleet vassal(s), ${placed} instance(s); this node: ${w.self}`;
   const nodes = $('fleet-nodes').tBodies[0];
@@ -254,22 +296,24 @@ function facts(f) {
   $('f-rss').textContent = bytes(f.rssBytes);
   $('f-cpu').textContent = `${f.cpuPercent}%`;
   registryHealth(f.registries);
-  const fleet = $('f-fleet');
-  fleet.hidden = !f.fleet;
-  if (f.fleet) {
-    const n = f.fleet.instances.length;
-    fleet.textContent = `fleet node ${f.fleet.node}: ${n} instance(s) here${f.fleet.fenced ? ', FENCED (claims may have lapsed)' : ''}`;
-    fleet.className = f.fleet.fenced ? 'health-critical' : '';
-    fleet.title = f.fleet.instances.map((i) => `${i.name} (slot ${i.slot})`).join('\n');
-  }
+  fleetNode = f.fleet;
+  fleetHeader();
   const before = JSON.stringify(registeredIn);
   registeredIn = f.registeredIn || {};
   if (JSON.stringify(registeredIn) !== before) for (const r of rows.values()) fillRow(r);
 }
 
+/** Rows on screen: the uptime ticker rewrites only those (1,000 cells a second would mean a layout a second). */
+const visibility = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const r = rows.get(e.target.dataset.name);
+    if (r) r.onScreen = e.isIntersecting;
+  }
+});
+
 setInterval(() => {
   if (emperorStartedAt) $('f-uptime').textContent = duration(Date.now() - emperorStartedAt);
-  for (const r of rows.values()) if (r.v.uptimeMs !== null && !r.tr.hidden) r.cells.uptime.textContent = duration(uptimeOf(r));
+  for (const r of rows.values()) if (r.onScreen && r.v.uptimeMs !== null) r.cells.uptime.textContent = duration(uptimeOf(r));
 }, 1000);
 
 // ---- one vassal ------------------------------------------------------------------------------
@@ -472,10 +516,30 @@ async function main() {
     if (logSource) logSource.close();
     logSource = null;
   });
-  $('filter').addEventListener('input', (ev) => {
-    filterText = ev.target.value.trim().toLowerCase();
-    for (const r of rows.values()) r.tr.hidden = filterText !== '' && !r.search.includes(filterText);
+  // The first keystroke filters at once; keystrokes that follow within FILTER_MS are applied
+  // together at its end, so fast typing costs one layout, not one per character.
+  let filterCooling = null;
+  let filterPending = false;
+  const applyFilter = () => {
+    filterText = $('filter').value.trim().toLowerCase();
+    for (const r of rows.values()) showIfMatches(r);
     counts();
+  };
+  $('filter').addEventListener('input', () => {
+    if (filterCooling) {
+      filterPending = true;
+      return;
+    }
+    applyFilter();
+    const cool = () => {
+      filterCooling = null;
+      if (filterPending) {
+        filterPending = false;
+        applyFilter();
+        filterCooling = setTimeout(cool, FILTER_MS);
+      }
+    };
+    filterCooling = setTimeout(cool, FILTER_MS);
   });
   for (const th of document.querySelectorAll('#vassals th')) {
     th.addEventListener('click', () => {

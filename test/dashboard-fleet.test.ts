@@ -92,6 +92,12 @@ describe('dashboard of a fleet node, in a browser', { timeout: 300_000 }, () => 
     const solo = (JSON.parse(r.stdout) as StatusJson).vassals.find((v) => v.name === 'solo')!.instances[0]!;
     assert.deepEqual(await shownInstances('solo'), [[solo.node, 'running']]);
     assert.equal(await inPage(`document.querySelector('#fleet-vassals tr[data-vassal="solo"][data-node] td:nth-child(5)').textContent`), String(solo.pid));
+    // This node's fleet instances are rows of its table, tagged, and counted in the header.
+    await until(`document.querySelector('tr[data-name="everywhere"] .tag')?.textContent === 'fleet'`);
+    const here = 1 + (solo.node === 'n1' ? 1 : 0); // everywhere's, and solo if n1 holds it
+    await until(`document.getElementById('f-fleet').textContent.startsWith('fleet node n1: ${here} instance(s) here')`);
+    // docs/dashboard-fleet.png comes from here.
+    if (process.env.EMPEROR_DASHBOARD_SCREENSHOT_FLEET) await page.screenshot({ path: process.env.EMPEROR_DASHBOARD_SCREENSHOT_FLEET });
   });
 
   it('follows the fleet live: a node leaving disappears, its instances move, without a reload', async () => {
@@ -115,6 +121,5 @@ describe('dashboard of a fleet node, in a browser', { timeout: 300_000 }, () => 
     const stopped = await n1.cli(['stop', 'api']);
     assert.equal(stopped.code, 0, stopped.stderr);
     await until(`document.querySelector('tr[data-name="api"] td:nth-child(8)')?.textContent === '-'`);
-    if (process.env.EMPEROR_DASHBOARD_SCREENSHOT_FLEET) await page.screenshot({ path: process.env.EMPEROR_DASHBOARD_SCREENSHOT_FLEET });
   });
 });

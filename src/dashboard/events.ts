@@ -100,9 +100,8 @@ export class EventHub {
   private flushRegistry(): void {
     const changes = [...this.pendingRegistry.values()];
     this.pendingRegistry.clear();
-    const all = this.emperor.registeredIn();
     const registeredIn: Record<string, string[]> = {};
-    for (const c of changes) registeredIn[c.vassal] = all.get(c.vassal) ?? [];
+    for (const c of changes) registeredIn[c.vassal] ??= this.emperor.registeredInOne(c.vassal);
     this.send('registry', JSON.stringify({ changes, registeredIn, registries: this.emperor.registries(), at: Date.now() }));
   }
 

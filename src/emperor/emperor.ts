@@ -68,6 +68,8 @@ export interface VassalStatus extends Omit<VassalSnapshot, 'state' | 'hash'> {
   readonly hash: string | null;
   /** Set when the file's current content is invalid (a running vassal keeps its last good spec). */
   readonly fileError: string | null;
+  /** Fleet mode: an instance of a fleet vassal (its spec comes from etcd); absent otherwise. */
+  readonly fleet?: true;
 }
 
 export interface EmperorStatus {
@@ -590,6 +592,11 @@ export class Emperor {
     return this.opts.registrar?.registeredIn() ?? new Map<string, Array<'etcd' | 'consul'>>();
   }
 
+  /** The registries that hold this vassal now. */
+  registeredInOne(name: string): Array<'etcd' | 'consul'> {
+    return this.opts.registrar?.registriesOf(name) ?? [];
+  }
+
   /** Each registration's state changes as they happen (none without a registry). */
   get registryEvents(): Registrar['events'] | undefined {
     return this.opts.registrar?.events;
@@ -627,9 +634,10 @@ export class Emperor {
         oomKills: 0,
         cgroup: null,
         fileError,
+        ...(e.fleet ? { fleet: true as const } : {}),
       };
     }
-    return { ...e.vassal.snapshot(now), fileError };
+    return { ...e.vassal.snapshot(now), fileError, ...(e.fleet ? { fleet: true as const } : {}) };
   }
 
   /**

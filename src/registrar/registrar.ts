@@ -551,11 +551,18 @@ export class Registrar {
   /** For each vassal wanted somewhere: the registries that hold it now (as last written or read back). */
   registeredIn(): Map<string, Array<'etcd' | 'consul'>> {
     const out = new Map<string, Array<'etcd' | 'consul'>>();
-    for (const [vassal, reg] of this.wanted) {
-      const kinds = this.syncs.filter((s) => s.stateOf(reg.id, reg) === 'registered').map((s) => s.adapter.kind);
+    for (const vassal of this.wanted.keys()) {
+      const kinds = this.registriesOf(vassal);
       if (kinds.length > 0) out.set(vassal, kinds);
     }
     return out;
+  }
+
+  /** The registries that hold this vassal now (empty when none, or when it is not wanted). */
+  registriesOf(vassal: string): Array<'etcd' | 'consul'> {
+    const reg = this.wanted.get(vassal);
+    if (!reg) return [];
+    return this.syncs.filter((s) => s.stateOf(reg.id, reg) === 'registered').map((s) => s.adapter.kind);
   }
 
   /** A vassal's entries, one per registry; `id` names its registration when none is wanted now. */
