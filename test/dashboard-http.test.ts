@@ -76,19 +76,23 @@ function openEvents(port: number): { events: Array<{ event: string; data: unknow
 }
 
 /** Requests made by a process of another user: status codes of each, in order. */
-function requestsAs(user: { uid: number; gid: number }, port: number, reqs: Array<{ method: string; path: string; csrf?: boolean }>): Promise<number[]> {
+function requestsAs(
+  user: { uid: number; gid: number },
+  port: number,
+  reqs: Array<{ method: string; path: string; csrf?: boolean; headers?: Record<string, string>; body?: string }>,
+): Promise<number[]> {
   const script = `
 const http = require('node:http');
 const port = ${port};
-const one = (method, path, headers) => new Promise((resolve) => {
+const one = (method, path, headers, body) => new Promise((resolve) => {
   const req = http.request({ host: '127.0.0.1', port, method, path, headers }, (res) => { res.resume(); res.destroy(); resolve(res.statusCode); });
   req.on('error', () => resolve(-1));
-  req.end();
+  req.end(body);
 });
 (async () => {
   const s = await new Promise((resolve) => http.get({ host: '127.0.0.1', port, path: '/api/session' }, (res) => { let t = ''; res.on('data', (d) => (t += d)); res.on('end', () => resolve(JSON.parse(t))); }));
   const out = [];
-  for (const r of ${JSON.stringify(reqs)}) out.push(await one(r.method, r.path, r.csrf ? { 'x-emperor-csrf': s.csrf } : {}));
+  for (const r of ${JSON.stringify(reqs)}) out.push(await one(r.method, r.path, { ...(r.headers || {}), ...(r.csrf ? { 'x-emperor-csrf': s.csrf } : {}) }, r.body));
   console.log(JSON.stringify(out));
 })();`;
   return new Promise((resolve, reject) => {
@@ -219,7 +223,8 @@ describe('dashboard over HTTP', { timeout: 300_000 }, () => {
     assert.match(log.body, /data: "private line"/);
   });
 
-  it('with --http-token-file: bearer or login cookie (HttpOnly, SameSite=Strict, not the token), nothing without', async () => {
+  /** An emperor whose dashboard (on loopback) has a token file. */
+  const startWithToken = async (): Promise<{ emp: EmperorUnderTest; port: number; token: string }> => {
     const port = await freePort();
     const ws = await makeWorkspace('emperor-dash-');
     const token = 'dashboard-token-0123456789abcdef';
@@ -227,6 +232,11 @@ describe('dashboard over HTTP', { timeout: 300_000 }, () => {
     await fs.writeFile(tokenFile, token + '\n', { mode: 0o600 });
     const emp = await EmperorUnderTest.start(ws, ['--http', `127.0.0.1:${port}`, '--http-token-file', tokenFile]);
     emperors.push(emp);
+    return { emp, port, token };
+  };
+
+  it('with --http-token-file: bearer or login cookie (HttpOnly, SameSite=Strict, not the token), nothing without', async () => {
+    const { emp, port, token } = await startWithToken();
     await emp.writeVassal('web.json', { command: [node, '-e', IDLE] });
     await emp.waitEvent('web', 'ready');
 
@@ -264,41 +274,15 @@ describe('dashboard over HTTP', { timeout: 300_000 }, () => {
   });
 
   it('rate-limits failed sign-ins per client (429, Retry-After, doubling), and another local user cannot lock out the operator', async () => {
-    const port = await freePort();
-    const ws = await makeWorkspace('emperor-dash-');
-    const token = 'dashboard-token-0123456789abcdef';
-    const tokenFile = path.join(ws.root, 'token');
-    await fs.writeFile(tokenFile, token + '\n', { mode: 0o600 });
-    const emp = await EmperorUnderTest.start(ws, ['--http', `127.0.0.1:${port}`, '--http-token-file', tokenFile]);
-    emperors.push(emp);
+    const { emp, port, token } = await startWithToken();
     const form = { 'content-type': 'application/x-www-form-urlencoded', origin: `http://127.0.0.1:${port}` };
     const login = (t: string): Promise<Answer> => request(port, 'POST', '/login', form, `token=${encodeURIComponent(t)}`);
 
     // Another local user guessing on the same loopback address locks only itself.
     const mallory = throwawayUser(throwawayName('emp-dash-'));
     cleanups.push(() => removeUser(mallory.name));
-    const script = `
-const http = require('node:http');
-const one = () => new Promise((resolve) => {
-  const req = http.request({ host: '127.0.0.1', port: ${port}, method: 'POST', path: '/login', headers: ${JSON.stringify(form)} }, (res) => { res.resume(); resolve(res.statusCode); });
-  req.on('error', () => resolve(-1));
-  req.end('token=not-the-token-0123456789');
-});
-(async () => { const out = []; for (let i = 0; i < 8; i++) out.push(await one()); console.log(JSON.stringify(out)); })();`;
-    const codes = await new Promise<number[]>((resolve, reject) => {
-      const child = spawn(node, ['-e', script], { uid: mallory.uid, gid: mallory.gid, cwd: '/', stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      child.on('close', () => {
-        clearTimeout(timer);
-        try {
-          resolve(JSON.parse(out) as number[]);
-        } catch {
-          reject(new Error(`the other user's logins printed no result: ${out}`));
-        }
-      });
-    });
+    const guess = { method: 'POST', path: '/login', headers: form, body: 'token=not-the-token-0123456789' };
+    const codes = await requestsAs(mallory, port, Array.from({ length: 8 }, () => guess));
     assert.deepEqual(codes, [303, 303, 303, 303, 303, 429, 429, 429], "the other user's guesses: five refused (the fifth locks), then locked out");
     await emp.waitFor((e) => e.event === 'dashboard-login-locked', 'the lock is logged', 0);
     const operator = await login(token);
