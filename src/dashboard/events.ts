@@ -1,6 +1,9 @@
 // Server-sent events: every page gets the whole status once, then only what changed, batched.
 // The emperor says which vassal changed (a name); the rows are read from its status, so the
-// dashboard keeps no copy of any state. One batch is serialized once for all pages.
+// dashboard keeps no copy of any state. One batch is serialized once for all pages. Alongside:
+// `registry` (the registrar's per-registration state changes, as it makes them) and, in fleet
+// mode, `fleet` (every node and where each fleet vassal runs, whenever the node's read of the
+// fleet changed).
 import type http from 'node:http';
 import type { Emperor, VassalStatus } from '../emperor/emperor.js';
 import type { RegistryChange } from '../registrar/registrar.js';
