@@ -1,8 +1,8 @@
 // The dashboard of a fleet node, in a real headless Chromium: two real emperors as two fleet nodes
 // on a real etcd. The page of one node shows every node and where each fleet vassal runs (read
 // from the fleet's etcd state, not only this node's), and follows changes through its event
-// stream without a reload: a node leaving, an instance moving. Also: the registries column
-// follows the registrar (a registration in etcd shows without a reload).
+// stream without a reload: a node leaving, an instance moving. Also: the registries column and
+// the detail's registry entry follow the registrar (a registration in etcd shows without a reload).
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'puppeteer-core';
 import fs from 'node:fs/promises';
@@ -118,8 +118,14 @@ describe('dashboard of a fleet node, in a browser', { timeout: 300_000 }, () => 
       service: { port: appPort, address: '127.0.0.1' },
     });
     await until(`document.querySelector('tr[data-name="api"] td:nth-child(8)')?.textContent === 'etcd'`);
+    // Its detail's registry entry: read once when opened, then kept current by the events alone
+    // (a stop from the CLI makes the page fetch nothing).
+    await page.click('tr[data-name="api"]');
+    const entryState = `document.querySelector('#d-registries tr[data-registry="etcd"] td:nth-child(5)')?.textContent`;
+    await until(`${entryState} === 'registered'`);
     const stopped = await n1.cli(['stop', 'api']);
     assert.equal(stopped.code, 0, stopped.stderr);
     await until(`document.querySelector('tr[data-name="api"] td:nth-child(8)')?.textContent === '-'`);
+    await until(`${entryState} === 'not registered'`);
   });
 });
