@@ -12,11 +12,25 @@ export interface GroupEntry {
   readonly gid: number;
 }
 
+/**
+ * The account database gave no answer (getent could not be run: out of processes or
+ * descriptors, not installed; or it hung and was killed). Says nothing about the account, so it
+ * must never read as "no such user": that would leave a valid file refused until it changes.
+ */
+export class LookupFailedError extends Error {
+  override readonly name = 'LookupFailedError';
+}
+
 /** getent asks NSS, so LDAP/sssd users resolve too, not only /etc/passwd. */
 function getent(db: 'passwd' | 'group', key: string): Promise<string[] | undefined> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     execFile('getent', [db, key], { timeout: 5000 }, (err, stdout) => {
-      if (err) return resolve(undefined); // exit 2: not found
+      if (err) {
+        // Exit 2 is getent's "not found"; a spawn error has a string code, a kill none.
+        if (err.code === 2) return resolve(undefined);
+        const why = typeof err.code === 'string' ? err.code : err.signal ? `killed by ${err.signal} after 5 s` : `exit status ${String(err.code)}`;
+        return reject(new LookupFailedError(`the account database did not answer (getent ${db}: ${why})`));
+      }
       const line = stdout.split('\n')[0];
       resolve(line ? line.split(':') : undefined);
     });

@@ -324,6 +324,8 @@ export class Emperor {
       if (current.seq !== seq || this.shuttingDown) return; // a newer event for this file won
       if (!iv.ok) {
         this.markInvalid(current, new ConfigError(file, iv.problem), wasRemoved);
+        // Not the file's fault: the next rescan reads it again as if it were new.
+        if (iv.transient) this.watcher.forget(file);
         return;
       }
       if (iv.identity) this.identities.set(spec, iv.identity);

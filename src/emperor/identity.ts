@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
 import type { Identity } from '../process/identity.js';
-import { lookupGroup, lookupUser } from './accounts.js';
+import { LookupFailedError, lookupGroup, lookupUser } from './accounts.js';
 
 export interface IdentityPolicy {
   /** The emperor runs as root, so it can switch users at all. */
@@ -14,20 +14,36 @@ export interface IdentityPolicy {
   readonly tyrantAllowRoot: boolean;
 }
 
-export type IdentityVerdict = { ok: true; identity: Identity | undefined } | { ok: false; problem: string };
+/** transient: the account database did not answer; not a verdict on the file, so it is read again. */
+export type IdentityVerdict = { ok: true; identity: Identity | undefined } | { ok: false; problem: string; transient?: true };
 
 const refuse = (problem: string): IdentityVerdict => ({ ok: false, problem });
+
+/** `look` with a LookupFailedError turned into a transient refusal naming the field. */
+async function lookingUp<T>(field: string, look: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; problem: string; transient: true }> {
+  try {
+    return { ok: true, value: await look() };
+  } catch (err) {
+    if (!(err instanceof LookupFailedError)) throw err;
+    return { ok: false, problem: `${field}: ${err.message}; it is looked up again at the next rescan`, transient: true };
+  }
+}
 
 /** user:/group: of a file → uid/gid (group defaults to the user's primary group). */
 async function fromFields(spec: VassalSpec): Promise<IdentityVerdict> {
   if (spec.user === null && spec.group === null) return { ok: true, identity: undefined };
-  const user = spec.user === null ? undefined : await lookupUser(spec.user);
+  const wanted = spec.user;
+  const found = wanted === null ? undefined : await lookingUp('user', () => lookupUser(wanted));
+  if (found && !found.ok) return found;
+  const user = found?.value;
   if (spec.user !== null && !user) return refuse(`user: no such user "${spec.user}"`);
   let gid = user?.gid ?? 0;
   if (spec.group !== null) {
-    const group = await lookupGroup(spec.group);
-    if (!group) return refuse(`group: no such group "${spec.group}"`);
-    gid = group.gid;
+    const name = spec.group;
+    const group = await lookingUp('group', () => lookupGroup(name));
+    if (!group.ok) return group;
+    if (!group.value) return refuse(`group: no such group "${spec.group}"`);
+    gid = group.value.gid;
   }
   return { ok: true, identity: { uid: user?.uid ?? 0, gid, user: user?.name ?? 'root', home: user?.home ?? null } };
 }
@@ -77,6 +93,8 @@ export async function resolveIdentity(spec: VassalSpec, policy: IdentityPolicy, 
   if (spec.user !== null || spec.group !== null) {
     return refuse('tyrant mode runs a vassal as its file owner; only root-owned files may set user/group');
   }
-  const owner = await lookupUser(facts.uid);
-  return { ok: true, identity: { uid: facts.uid, gid: facts.gid, user: owner?.name ?? null, home: owner?.home ?? null } };
+  // The owner's name gives its supplementary groups and HOME: not known is not "has none".
+  const owner = await lookingUp(`owner (uid ${facts.uid})`, () => lookupUser(facts.uid));
+  if (!owner.ok) return owner;
+  return { ok: true, identity: { uid: facts.uid, gid: facts.gid, user: owner.value?.name ?? null, home: owner.value?.home ?? null } };
 }
