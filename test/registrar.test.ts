@@ -123,6 +123,17 @@ function setup(t: TestContext, auto: FakeAdapter['auto'] = 'ok') {
   return { adapter, registrar, logs };
 }
 
+/** a registered; then the registry refuses, and b's registration is its first failed call. */
+async function aRegisteredThenBFailing(t: TestContext) {
+  const ctx = setup(t);
+  ctx.registrar.ready('a', reg('a'));
+  await ctx.registrar.settled();
+  ctx.adapter.auto = new Error('connection refused');
+  ctx.registrar.ready('b', reg('b'));
+  await ctx.adapter.call(2);
+  return ctx;
+}
+
 describe('registrar (fake adapter)', () => {
   it('batches what arrives in one tick into one call', async (t) => {
     const { adapter, registrar } = setup(t);
@@ -153,13 +164,8 @@ describe('registrar (fake adapter)', () => {
   });
 
   it('a crash is deregistered at once, not behind a pending retry timer', async (t) => {
-    const { adapter, registrar } = setup(t);
-    registrar.ready('a', reg('a'));
-    await registrar.settled();
-    // The registry fails once: registering b now waits for a retry timer.
-    adapter.auto = new Error('connection refused');
-    registrar.ready('b', reg('b'));
-    await adapter.call(2);
+    const { adapter, registrar } = await aRegisteredThenBFailing(t);
+    // The registry failed once: registering b now waits for a retry timer.
     adapter.auto = 'ok';
     await settleTicks();
     // a crashes: its removal goes out now, without the clock moving.
@@ -171,13 +177,8 @@ describe('registrar (fake adapter)', () => {
   });
 
   it('back after an outage: the first call is the pending removal, even when a registration was due to retry first', async (t) => {
-    const { adapter, registrar } = setup(t);
-    registrar.ready('a', reg('a'));
-    await registrar.settled();
-    adapter.auto = new Error('connection refused');
     // b's registration fails first, so its retry is due first...
-    registrar.ready('b', reg('b'));
-    await adapter.call(2);
+    const { adapter, registrar } = await aRegisteredThenBFailing(t);
     await settleTicks();
     t.mock.timers.tick(1000);
     // ...and a's removal, sent at once and failing too, is due a second later.
