@@ -420,7 +420,7 @@ export class Emperor {
       guardian: fleet ? { add: (pgid, cgroup) => this.guardian.addFenced(pgid, cgroup), remove: (pgid) => this.guardian.remove(pgid) } : this.guardian,
       ...(fleet ? { mayStart: (s: VassalSpec) => (this.fleetNode ? this.fleetNode.mayStart(s.name) : 'fleet mode is not running') } : {}),
       records: this.records,
-      containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n) },
+      containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n), precreate: (n) => this.containment.precreate(n) },
       beforeStop: (name) => this.opts.registrar?.stopping(name) ?? Promise.resolve(),
       identityFor: (s) => this.identities.get(s),
       extraEnv: (s) => ({

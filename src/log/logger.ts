@@ -74,18 +74,46 @@ export function entryLogger(sink: (entry: LogEntry) => void, level = 'info', flu
 
 let stdoutGuarded = false;
 
+// Lines logged in one turn of the event loop go out in one write. A burst of 200 deploys logs
+// some 600 lines, and a write to a pipe or file is a synchronous system call: profiled at 75 ms
+// of the emperor's main thread for 200 apps at once (issue 13). What is still pending when the
+// process exits (process.exit, a crash) is written by the 'exit' listener, which may write
+// synchronously; so no line logged before an exit is lost.
+let pending = '';
+let scheduled = false;
+
+function writePending(): void {
+  scheduled = false;
+  if (pending === '') return;
+  const text = pending;
+  pending = '';
+  process.stdout.write(text);
+}
+
+function toStdout(line: string): void {
+  pending += line;
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(writePending);
+}
+
 export function createLogger(opts: { format: LogFormat; level?: string; colors?: boolean }): Logger {
-  // A reader that went away (EPIPE) must not take the emperor and its vassals down with it.
   if (!stdoutGuarded) {
     stdoutGuarded = true;
+    // A reader that went away (EPIPE) must not take the emperor and its vassals down with it.
     process.stdout.on('error', () => undefined);
+    process.on('exit', writePending);
   }
   const format = opts.format === 'json' ? toJson : (e: LogEntry) => toHuman(e, opts.colors === true);
   // stdout, not stderr: the emperor's log is its main output, like uWSGI's and PM2's foreground mode.
   return entryLogger(
-    (entry) => process.stdout.write(`${format(entry)}\n`),
+    (entry) => toStdout(`${format(entry)}\n`),
     opts.level,
-    () => new Promise((resolve) => process.stdout.write('', () => resolve())),
+    () =>
+      new Promise((resolve) => {
+        writePending();
+        process.stdout.write('', () => resolve());
+      }),
   );
 }
 

@@ -241,6 +241,17 @@ export class Containment {
     };
   }
 
+  /**
+   * Make the vassal's v2 cgroup through the thread pool, ahead of prepare() (which then finds it
+   * made). Making a cgroup takes the kernel's cgroup mutex, shared with every cgroup change on
+   * the host: profiled at 0.4 ms of the main thread per start on a quiet host and 11 ms on a
+   * saturated one, for 200 apps at once (issue 13). Never rejects: prepare() reports problems.
+   */
+  async precreate(vassal: string): Promise<void> {
+    if (this.v2 === undefined) return;
+    await fs.promises.mkdir(path.join(this.v2, childName(vassal))).catch(() => undefined);
+  }
+
   /** Remove a stopped vassal's (empty) cgroups. */
   async release(vassal: string): Promise<void> {
     const dirs = [...this.v1.values(), ...(this.v2 === undefined ? [] : [this.v2])].map((p) => path.join(p, childName(vassal)));

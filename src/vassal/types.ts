@@ -50,6 +50,8 @@ export interface VassalContext {
     /** Throws (a failed start) when the cgroup cannot be made or a limit is refused. */
     prepare(name: string, limits: Limits | null): Placement;
     release(name: string): Promise<void>;
+    /** Makes the cgroup prepare() will use, off the main thread; never rejects. */
+    precreate?(name: string): Promise<void>;
   };
   /** The clock for back-off and restart intensity (default: Date.now); tests move it by hand. */
   readonly now?: () => number;

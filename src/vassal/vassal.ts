@@ -278,9 +278,11 @@ export class Vassal extends EventEmitter {
     });
     if (!moved) return;
     // Never let a new group overlap leftovers of the previous one.
-    void this.reaping.then(() => {
-      if (gen === this.generation && this._state === 'starting') this.spawnNow(gen);
-    });
+    void this.reaping
+      .then(() => (gen === this.generation && this._state === 'starting' ? this.ctx.containment?.precreate?.(this._spec.name) : undefined))
+      .then(() => {
+        if (gen === this.generation && this._state === 'starting') this.spawnNow(gen);
+      });
   }
 
   private spawnNow(gen: number): void {
