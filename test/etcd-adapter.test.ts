@@ -4,7 +4,7 @@
 import { describe, test, before, after } from './support/test.js';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -102,6 +102,14 @@ after(async () => {
 });
 
 // --- options ---------------------------------------------------------------------------------------
+
+/** True when every thread of `pid` is stopped (state T in /proc/PID/task/TID/stat). */
+function allThreadsStopped(pid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
+  });
+}
 
 void describe('etcd connection options', () => {
   const parse = (argv: string[]): EtcdCliOptions => {
@@ -582,6 +590,9 @@ void describe('etcd adapter: outages', () => {
     const pid = etcd.pid;
     assert.ok(pid);
     process.kill(pid, 'SIGSTOP');
+    // kill() returns once the stop is sent; on a busy machine a thread of etcd may still answer
+    // a request before it gets a CPU to stop on. Frozen means every thread says so.
+    await waitFor(() => allThreadsStopped(pid), 'every etcd thread stopped', 10_000);
     try {
       await assert.rejects(settlesWithin(a.apply([put(reg('frozen'))]), 10_000, 'apply while etcd is frozen'), (err: Error & { slow?: boolean }) => {
         assert.equal(err.slow, true, err.message);
