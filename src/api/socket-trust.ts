@@ -8,13 +8,12 @@
 // owner itself must be the caller or root, except for root, who may drive any user's emperor.
 import fs from 'node:fs';
 import path from 'node:path';
+import { octal, writers } from '../state/trusted-dir.js';
 
 export class UntrustedSocketError extends Error {
   override readonly name = 'UntrustedSocketError';
 }
 
-const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`;
-const writableByOthers = (mode: number): boolean => (mode & 0o022) !== 0;
 
 /**
  * Throws UntrustedSocketError when the socket or a directory above it could have been placed or
@@ -36,7 +35,7 @@ export function checkSocketTrust(socketPath: string, euid = process.geteuid?.() 
     throw new UntrustedSocketError(`refusing to talk to ${socketPath}: ${why}; an emperor's state directory belongs to its user and nobody else can write to it (point --state-dir / EMPEROR_STATE_DIR at the emperor's own)`);
   };
   if (euid !== 0 && owner !== euid && owner !== 0) refuse(`its directory ${dir} is owned by uid ${owner}, neither you (uid ${euid}) nor root`);
-  if (writableByOthers(dirStat.mode)) refuse(`its directory ${dir} is writable by group or others (mode ${octal(dirStat.mode)})`);
+  if (writers(dirStat.mode) !== undefined) refuse(`its directory ${dir} is writable by group or others (mode ${octal(dirStat.mode)})`);
   for (let p = path.dirname(dir); ; p = path.dirname(p)) {
     let st: fs.Stats;
     try {
@@ -45,7 +44,7 @@ export function checkSocketTrust(socketPath: string, euid = process.geteuid?.() 
       return; // not ours to see: the connection will say what is wrong
     }
     if (st.uid !== 0 && st.uid !== owner) refuse(`${p}, above it, is owned by uid ${st.uid}, who could replace the directory`);
-    if (writableByOthers(st.mode) && (st.mode & 0o1000) === 0) refuse(`${p}, above it, is writable by group or others without the sticky bit (mode ${octal(st.mode)})`);
+    if (writers(st.mode) !== undefined && (st.mode & 0o1000) === 0) refuse(`${p}, above it, is writable by group or others without the sticky bit (mode ${octal(st.mode)})`);
     if (p === path.dirname(p)) break;
   }
   let sock: fs.Stats;

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 /** Descriptors always left for the control socket, metrics, checks, registries and file reads. */
 export const FD_RESERVE = 32;
 /**
- * Of the reserve, what short-lived work may hold at once: reading a vassal file, writing or
- * reading a pid record. Without this bound a burst of 40 new files opened 40 descriptors at
+ * Of the reserve, what short-lived work may hold at once: reading a vassal file, writing a
+ * pid record. Without this bound a burst of 40 new files opened 40 descriptors at
  * once (libuv's thread pool runs the opens, so nothing else serialises them) and ate the
  * reserve: libuv then accepts a control connection only to close it (its EMFILE trick), and
  * `emperor status` got no answer exactly when the operator needs it.

@@ -10,9 +10,10 @@ export class UntrustedDirError extends Error {
   override readonly name = 'UntrustedDirError';
 }
 
-const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`;
+export const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`;
 
-function writers(mode: number): string | undefined {
+/** Who besides the owner may write to a file of this mode, or undefined when nobody. */
+export function writers(mode: number): string | undefined {
   const group = (mode & 0o020) !== 0;
   const others = (mode & 0o002) !== 0;
   if (group && others) return 'group and others';
