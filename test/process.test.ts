@@ -17,6 +17,7 @@ import {
   readStatSync,
   reapGroupAfterExit,
   setprivPath,
+  spawnBackend,
   spawnVassal,
   stopGroup,
   type LeftoverReport,
@@ -336,6 +337,61 @@ void test('an exec that fails after the checks: exited carries the error, or set
   assert.equal(viaSetpriv.code, 127);
   assert.equal(viaSetpriv.error, undefined);
   assert.match(fs.readFileSync(path.join(s.dir, 'bad.log'), 'utf8'), /failed to execute/);
+});
+
+// ---- how the child is set up: posix_spawn (the addon) and child_process alike --------------
+
+/** What a vassal sees of its own set-up, as one line per fact, printed by the shell it runs. */
+const SELF_REPORT = [
+  'echo "cwd=$(pwd) arg0=$0 args=$*"',
+  // Dispositions and mask: Node ignores SIGPIPE itself; a vassal must start with all defaults.
+  'grep -E "^Sig(Ign|Blk)" /proc/$$/status',
+  // Session and group: fields 5 and 6 of stat, after the command name; each vassal leads both.
+  'set -- $(sed "s/.*) //" /proc/$$/stat); echo "pid=$$ pgid=$3 sid=$4"',
+  // Every fd the shell holds: 0-4 as asked (dash keeps its own at 10 and up), none of the emperor's.
+  'ls /proc/$$/fd > fds.txt; echo "fds=$(sort -n fds.txt | tr "\\n" " ")"',
+  'echo "held=$(for f in /proc/$$/fd/*; do readlink "$f"; done | grep -c /held)"',
+  'for fd in 0 1 2 3 4; do echo "fd$fd=$(readlink /proc/$$/fd/$fd | cut -d: -f1)"; done',
+  'env | grep -v -E "^(PWD|SHLVL|_)=" | sort | tr "\\n" " "; echo',
+].join('; ');
+
+async function selfReport(s: Scratch, backend: 'posix_spawn' | 'fork'): Promise<string> {
+  const before = process.env.EMPEROR_SPAWN;
+  if (backend === 'fork') process.env.EMPEROR_SPAWN = 'fork';
+  else delete process.env.EMPEROR_SPAWN;
+  try {
+    assert.equal(spawnBackend().backend, backend);
+    const logFile = path.join(s.dir, `${backend}.log`);
+    const sink = logTo(logFile);
+    const proc = start(s, ['sh', '-c', SELF_REPORT, 'zero', 'one', 'two'], { output: sink, notify: true, env: { ...env, EXTRA: 'a b' } });
+    assert.deepEqual(await within(proc.exited, 'exit'), { code: 0, signal: null });
+    await waitFor(() => fs.existsSync(logFile) && /^EXTRA=/m.test(fs.readFileSync(logFile, 'utf8')), 'the last line in the log');
+    return fs.readFileSync(logFile, 'utf8').replaceAll(String(proc.pid), 'PID');
+  } finally {
+    if (before === undefined) delete process.env.EMPEROR_SPAWN;
+    else process.env.EMPEROR_SPAWN = before;
+  }
+}
+
+void test('vassals start through posix_spawn, set up exactly as child_process sets them up', async (t) => {
+  const s = scratch(t);
+  // The addon is built by `npm run build`; without it starts would silently fork again (issue 13).
+  assert.deepEqual(spawnBackend(), { backend: 'posix_spawn' });
+  // Descriptors the emperor holds open must not reach the child.
+  const held = fs.openSync(path.join(s.dir, 'held'), 'w');
+  t.after(() => fs.closeSync(held));
+  const native = await selfReport(s, 'posix_spawn');
+  const forked = await selfReport(s, 'fork');
+  assert.equal(native, forked);
+  assert.match(native, /^SigIgn:\s+0+$/m);
+  assert.match(native, /^SigBlk:\s+0+$/m);
+  assert.match(native, /^pid=PID pgid=PID sid=PID$/m);
+  assert.match(native, /^fds=0 1 2 3 4 (1\d|[2-9]\d|\d{3,}| )*$/m);
+  assert.match(native, /^held=0$/m);
+  assert.match(native, /^fd0=\/dev\/null$/m);
+  for (const fd of [1, 2, 3, 4]) assert.match(native, new RegExp(`^fd${fd}=socket$`, 'm'));
+  assert.match(native, new RegExp(`^cwd=${s.dir} arg0=zero args=one two$`, 'm'));
+  assert.match(native, /^EXTRA=a b PATH=\S+ $/m);
 });
 
 // ---- stopping -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // nothing survives the emperor by accident.
 export type { ExitInfo, OutputSink, SpawnRequest, StreamName, VassalProcess } from './types.js';
 export { spawnVassal } from './spawn.js';
+export { spawnBackend } from './posix-spawn.js';
 export { stopGroup, reapGroupAfterExit, type StopResult, type ReapResult } from './stop.js';
 export { Guardian } from './guardian.js';
 export { PidRecords, type PidRecord, type StoredRecord, type LeftoverReport } from './records.js';

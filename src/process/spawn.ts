@@ -3,10 +3,11 @@
 // Every failure of the spawn (out of file descriptors or processes included) becomes one
 // ExitInfo.error: an 'error' event nobody listens to would kill the emperor and every vassal.
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
-import { launchProblem, setprivPath, wrapLaunch } from './launch.js';
+import { findExecutable, launchProblem, setprivPath, wrapLaunch } from './launch.js';
+import { posixSpawn, spawnBackend } from './posix-spawn.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
 import { EMPEROR_FD, NOTIFY_FD, type ExitInfo, type SpawnRequest, type VassalProcess } from './types.js';
@@ -71,14 +72,6 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   // channel when asked for: the app writes READY=1 to $NOTIFY_FD.
   const out = req.output ? 'pipe' : 'ignore';
   const stdio: Array<'ignore' | 'pipe'> = ['ignore', out, out, 'pipe', ...(req.notify ? (['pipe'] as const) : [])];
-  let child: ChildProcess;
-  try {
-    // EMFILE, ENFILE, EAGAIN and ENOENT come as an 'error' event; anything else is thrown here.
-    child = spawn(file, args, { cwd: req.cwd, env: { ...req.env }, detached: true, stdio });
-  } catch (err) {
-    return notStarted(spawnError(err));
-  }
-
   let leaderExited = false;
   let settle!: (info: ExitInfo) => void;
   const exited = new Promise<ExitInfo>((resolve) => {
@@ -87,33 +80,25 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
       resolve(info);
     };
   });
-  // 'exit', not 'close': a grandchild still holding stdout must not delay the news.
-  child.once('exit', (code, signal) => {
+  const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
     const oom = (placement?.oomKills() ?? 0) > oomBefore;
     settle({ code, signal, ...(oom ? { oomKilled: true } : {}) });
-  });
-  child.on('error', (err) => {
-    // Only a failed spawn leaves pid unset; other 'error's (a failed kill...) are no exit.
-    if (child.pid === undefined) settle({ code: null, signal: null, error: spawnError(err) });
-  });
-  // A failed spawn may leave half-made pipes; none of their errors may reach the emperor.
-  const pipes = (child.stdio as ReadonlyArray<Readable | null | undefined> | undefined) ?? [];
-  for (const s of pipes) s?.on('error', () => undefined);
-
-  const pid = child.pid ?? 0;
-  if (pid === 0) {
-    for (const s of pipes) s?.destroy();
-    return { ...notStarted('spawn failed'), exited };
+  };
+  const started = start(file, args, req, stdio, onExit, settle);
+  if ('failed' in started) {
+    if (!started.later) settle({ code: null, signal: null, error: started.failed });
+    return { ...notStarted(started.failed), exited };
   }
+  const { pid, pipes } = started;
   req.output?.attach([
-    [child.stdout ?? undefined, 'stdout'],
-    [child.stderr ?? undefined, 'stderr'],
+    [pipes[1], 'stdout'],
+    [pipes[2], 'stderr'],
   ]);
 
   const probe = new GroupProbe(pid);
   // The app may close fd 3 or 4 or die; none of it is an emperor error (the listener is above).
-  const notifyStream = req.notify ? (pipes[NOTIFY_FD] ?? undefined) : undefined;
-  const emperorStream = pipes[EMPEROR_FD] as Duplex | null | undefined;
+  const notifyStream = req.notify ? pipes[NOTIFY_FD] : undefined;
+  const emperorStream = pipes[EMPEROR_FD];
   return {
     pid,
     pgid: pid,
@@ -134,4 +119,52 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     },
     groupAlive: () => (cgroup ? cgroup.populated() : probe.alive(leaderExited)),
   };
+}
+
+/**
+ * Starts the child (posix_spawn when the addon is built, else child_process): its pid and the
+ * emperor's ends of its pipes, or why it could not start (`later`: child_process reports the
+ * detail through its 'error' event, which settles the exit itself).
+ */
+function start(
+  file: string,
+  args: readonly string[],
+  req: SpawnRequest,
+  stdio: ReadonlyArray<'ignore' | 'pipe'>,
+  onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
+  settle: (info: ExitInfo) => void,
+): { pid: number; pipes: ReadonlyArray<Duplex | undefined> } | { failed: string; later?: boolean } {
+  if (spawnBackend().backend === 'posix_spawn') {
+    // posix_spawn does no PATH search; the lookup is execvp's (launchProblem found it already).
+    const path = findExecutable(file, req.cwd, req.env.PATH);
+    if (path === undefined) return { failed: `spawn failed: command not found: ${file}` };
+    try {
+      const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, onExit)!;
+      for (const s of spawned.stdio) s?.on('error', () => undefined);
+      return { pid: spawned.pid, pipes: spawned.stdio };
+    } catch (err) {
+      return { failed: spawnError(err) };
+    }
+  }
+  let child: ChildProcess;
+  try {
+    // EMFILE, ENFILE, EAGAIN and ENOENT come as an 'error' event; anything else is thrown here.
+    child = spawn(file, args, { cwd: req.cwd, env: { ...req.env }, detached: true, stdio: [...stdio] });
+  } catch (err) {
+    return { failed: spawnError(err) };
+  }
+  // 'exit', not 'close': a grandchild still holding stdout must not delay the news.
+  child.once('exit', onExit);
+  child.on('error', (err) => {
+    // Only a failed spawn leaves pid unset; other 'error's (a failed kill...) are no exit.
+    if (child.pid === undefined) settle({ code: null, signal: null, error: spawnError(err) });
+  });
+  // A failed spawn may leave half-made pipes; none of their errors may reach the emperor.
+  const pipes = ((child.stdio as ReadonlyArray<Duplex | null | undefined> | undefined) ?? []).map((s) => s ?? undefined);
+  for (const s of pipes) s?.on('error', () => undefined);
+  if (child.pid === undefined) {
+    for (const s of pipes) s?.destroy();
+    return { failed: 'spawn failed', later: true };
+  }
+  return { pid: child.pid, pipes };
 }

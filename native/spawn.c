@@ -1,0 +1,347 @@
+// posix_spawn for the emperor's vassals (issue 13).
+//
+// Node's child_process.spawn runs libuv's uv_spawn, which fork()s: the kernel copies the page
+// tables of the whole emperor (V8 heap included) and the event loop waits for it, 6-10 ms per
+// start on a small VM, most of the time it takes to bring 200 apps up. glibc's posix_spawn uses
+// clone(CLONE_VM | CLONE_VFORK): nothing is copied and the cost does not grow with the emperor.
+//
+// What the child gets is what uv_spawn gives it with `detached: true`: its own session (so its
+// own process group, pgid = pid), every signal at its default disposition and none blocked,
+// fds 0..n as asked (/dev/null or one end of a fresh socketpair, as libuv's 'pipe' is), the
+// working directory and environment given, and nothing else (every other fd of the emperor is
+// close-on-exec, as libuv and Node open them all).
+//
+// The exit is learnt through a pidfd polled on the emperor's own event loop (libuv reaps only
+// the pids it spawned, so it never takes ours), then waitid(P_PIDFD) reaps the child. Until
+// then the child is a zombie at worst: its pid cannot be reused while the emperor still holds it.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+extern char **environ;
+
+#define MAX_FDS 8
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  int pidfd;
+  pid_t pid;
+} child_t;
+
+// Worded as Node's own spawn errors ("spawn FILE ENOENT"), with the system's text after.
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *file) {
+  napi_value msg, code, error, sys;
+  // The same codes Node's own errors carry (ENOENT, EAGAIN, EMFILE...): callers match on them.
+  const char *name = uv_err_name(-err);
+  char text[512];
+  snprintf(text, sizeof text, "%s %s %s (%s)", syscall, file == NULL ? "" : file, name, strerror(err));
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *what) {
+  napi_throw_type_error(env, NULL, what);
+  return NULL;
+}
+
+// A JS string as a malloc'd C string; NULL (and a pending exception) when it is not a string
+// or holds a NUL byte (which would silently cut an argument or variable short).
+static char *c_string(napi_env env, napi_value v) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    throw_type(env, "expected a string");
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL) return NULL;
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    throw_type(env, "a string holds a NUL byte");
+    return NULL;
+  }
+  return s;
+}
+
+// fd moved to MAX_FDS or above: the child's targets are 0..MAX_FDS-1, and a dup2 onto itself
+// would keep close-on-exec (fd 0-2 can be free when the emperor runs with them closed).
+static int above_targets(int fd) {
+  if (fd < 0 || fd >= MAX_FDS) return fd;
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, MAX_FDS);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return moved;
+}
+
+static void free_list(char **list) {
+  if (list == NULL) return;
+  for (char **p = list; *p != NULL; p++) free(*p);
+  free(list);
+}
+
+// A JS array of strings as a NULL-terminated malloc'd list.
+static char **c_list(napi_env env, napi_value arr) {
+  uint32_t n = 0;
+  if (napi_get_array_length(env, arr, &n) != napi_ok) {
+    throw_type(env, "expected an array of strings");
+    return NULL;
+  }
+  char **list = calloc(n + 1, sizeof(char *));
+  if (list == NULL) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    napi_get_element(env, arr, i, &item);
+    list[i] = c_string(env, item);
+    if (list[i] == NULL) {
+      free_list(list);
+      return NULL;
+    }
+  }
+  return list;
+}
+
+static void on_closed(uv_handle_t *handle) {
+  child_t *c = (child_t *)handle->data;
+  // Closed only now: libuv still removes the fd from its epoll set while closing the handle.
+  close(c->pidfd);
+  free(c);
+}
+
+static void on_exit_ready(uv_poll_t *poll, int status, int events) {
+  (void)events;
+  child_t *c = (child_t *)poll->data;
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  if (status >= 0) {
+    if (waitid(P_PIDFD, c->pidfd, &info, WEXITED | WNOHANG) != 0) {
+      // A pidfd is readable only once the child has exited, so this cannot be "not yet"; the
+      // only failure left is ECHILD (someone else reaped it), reported as an unknown exit.
+      info.si_pid = c->pid;
+      info.si_code = 0;
+    } else if (info.si_pid == 0) {
+      return;  // spurious wake-up: keep polling
+    }
+  }
+  uv_poll_stop(poll);
+
+  napi_env env = c->env;
+  if (c->callback == NULL) {  // set up failed after the poll started: nobody to tell
+    uv_close((uv_handle_t *)poll, on_closed);
+    return;
+  }
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[2];
+  napi_get_reference_value(env, c->callback, &cb);
+  napi_get_global(env, &recv);  // make_callback wants an object as `this`
+  if (info.si_code == CLD_EXITED) {
+    napi_create_int32(env, info.si_status, &argv[0]);
+    napi_get_null(env, &argv[1]);
+  } else if (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) {
+    napi_get_null(env, &argv[0]);
+    napi_create_int32(env, info.si_status, &argv[1]);
+  } else {
+    napi_get_null(env, &argv[0]);
+    napi_get_null(env, &argv[1]);
+  }
+  napi_value result;
+  // make_callback runs the microtasks and reports an exception as uncaught, like any I/O callback.
+  napi_make_callback(env, c->context, recv, cb, 2, argv, &result);
+  napi_close_handle_scope(env, scope);
+  napi_delete_reference(env, c->callback);
+  napi_async_destroy(env, c->context);
+  uv_close((uv_handle_t *)poll, on_closed);
+}
+
+// spawn(file, argv, envp, cwd, stdio, onExit) -> { pid, fds }
+//   file: the executable's path (resolved by the caller; no PATH search here)
+//   stdio: one entry per child fd from 0: 0 = /dev/null, 1 = a socketpair (its other end is
+//          returned in fds at the same index, close-on-exec; -1 elsewhere)
+//   onExit(code, signal): once, when the child has exited and been reaped (signal is a number)
+static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 6;
+  napi_value args[6];
+  napi_get_cb_info(env, cbinfo, &argc, args, NULL, NULL);
+  if (argc < 6) return throw_type(env, "spawn(file, argv, envp, cwd, stdio, onExit)");
+  napi_valuetype cbtype;
+  napi_typeof(env, args[5], &cbtype);
+  if (cbtype != napi_function) return throw_type(env, "onExit must be a function");
+
+  uint32_t nfds = 0;
+  napi_get_array_length(env, args[4], &nfds);
+  if (nfds > MAX_FDS) return throw_type(env, "too many stdio entries");
+  int kinds[MAX_FDS];
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value item;
+    napi_get_element(env, args[4], i, &item);
+    if (napi_get_value_int32(env, item, &kinds[i]) != napi_ok) return throw_type(env, "stdio entries are 0 or 1");
+  }
+
+  char *file = NULL, *cwd = NULL;
+  char **argv = NULL, **envp = NULL;
+  int parent[MAX_FDS], child[MAX_FDS];
+  for (int i = 0; i < MAX_FDS; i++) parent[i] = child[i] = -1;
+  int devnull = -1, err = 0;
+  const char *failed = "spawn";
+  napi_value ret = NULL;
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  int have_actions = 0, have_attr = 0;
+
+  if ((file = c_string(env, args[0])) == NULL) goto out;
+  if ((argv = c_list(env, args[1])) == NULL) goto out;
+  if ((envp = c_list(env, args[2])) == NULL) goto out;
+  if ((cwd = c_string(env, args[3])) == NULL) goto out;
+
+  // Every descriptor the emperor makes here is close-on-exec: a start that races this one must
+  // not hand them to its own child (the dup2 in the file actions clears the flag in this child).
+  devnull = above_targets(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (devnull < 0) { err = errno; failed = "open /dev/null"; goto out; }
+  for (uint32_t i = 0; i < nfds; i++) {
+    if (kinds[i] != 1) continue;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) { err = errno; failed = "socketpair"; goto out; }
+    parent[i] = sv[0];
+    child[i] = above_targets(sv[1]);
+    if (child[i] < 0) { err = errno; failed = "socketpair"; goto out; }
+  }
+
+  if ((err = posix_spawn_file_actions_init(&actions)) != 0) goto out;
+  have_actions = 1;
+  if ((err = posix_spawnattr_init(&attr)) != 0) goto out;
+  have_attr = 1;
+  // Descriptors first, then the directory. Every source is above the target range, so no dup2
+  // overwrites a source another entry still needs.
+  for (uint32_t i = 0; i < nfds; i++) {
+    int src = kinds[i] == 1 ? child[i] : devnull;
+    if ((err = posix_spawn_file_actions_adddup2(&actions, src, (int)i)) != 0) goto out;
+  }
+  if ((err = posix_spawn_file_actions_addchdir_np(&actions, cwd)) != 0) goto out;
+
+  sigset_t all, none;
+  sigfillset(&all);
+  // glibc's sigfillset leaves out the two signals it keeps for itself (32 and 33, SIGCANCEL
+  // and SIGSETXID), and its spawn then sets them to SIG_IGN in the child, which survives the
+  // exec: vassals would start with them ignored, unlike after uv_spawn. Named here by bit
+  // (sigaddset refuses them); the child is a separate process, so the emperor keeps its own.
+  all.__val[0] |= (1UL << (32 - 1)) | (1UL << (33 - 1));
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  if ((err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)) != 0) goto out;
+
+  pid_t pid = 0;
+  err = posix_spawn(&pid, file, &actions, &attr, argv, envp);
+  if (err != 0) { failed = "spawn"; goto out; }
+
+  // The child is ours until it is reaped, so its pid cannot be reused before pidfd_open.
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    // Without a pidfd its exit cannot be learnt: kill and reap it rather than lose track.
+    err = errno;
+    failed = "pidfd_open";
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    goto out;
+  }
+  fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+
+  uv_loop_t *loop = NULL;
+  napi_get_uv_event_loop(env, &loop);
+  child_t *c = calloc(1, sizeof *c);
+  if (c != NULL) {
+    c->env = env;
+    c->pid = pid;
+    c->pidfd = pidfd;
+  }
+  int uverr = c == NULL ? UV_ENOMEM : uv_poll_init(loop, &c->poll, pidfd);
+  if (uverr == 0) {
+    c->poll.data = c;
+    uverr = uv_poll_start(&c->poll, UV_READABLE, on_exit_ready);
+    if (uverr != 0) uv_close((uv_handle_t *)&c->poll, on_closed);  // closes the pidfd
+  } else {
+    free(c);
+    close(pidfd);
+  }
+  if (uverr != 0) {
+    // Never lose track of a child: one whose exit cannot be watched is killed and reaped.
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    err = -uverr;
+    failed = "uv_poll_start";
+    goto out;
+  }
+  napi_create_reference(env, args[5], 1, &c->callback);
+  napi_value resource_name;
+  napi_create_string_utf8(env, "EMPEROR_VASSAL_EXIT", NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &c->context);
+
+  napi_value result, jpid, jfds;
+  napi_create_object(env, &result);
+  napi_create_int32(env, pid, &jpid);
+  napi_create_array_with_length(env, nfds, &jfds);
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value fd;
+    napi_create_int32(env, parent[i], &fd);
+    napi_set_element(env, jfds, i, fd);
+    parent[i] = -1;  // handed over
+  }
+  napi_set_named_property(env, result, "pid", jpid);
+  napi_set_named_property(env, result, "fds", jfds);
+  ret = result;
+
+out:
+  if (have_actions) posix_spawn_file_actions_destroy(&actions);
+  if (have_attr) posix_spawnattr_destroy(&attr);
+  if (devnull >= 0) close(devnull);
+  for (int i = 0; i < MAX_FDS; i++) {
+    if (child[i] >= 0) close(child[i]);
+    if (parent[i] >= 0) close(parent[i]);
+  }
+  if (ret == NULL && err != 0) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_errno(env, err, failed, file);
+  }
+  free(file);
+  free(cwd);
+  free_list(argv);
+  free_list(envp);
+  return ret;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, spawn_child, NULL, &fn);
+  napi_set_named_property(env, exports, "spawn", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
