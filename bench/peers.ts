@@ -374,6 +374,63 @@ class UwsgiPeer implements Peer {
   }
 }
 
+/**
+ * Not a supervisor: the machine's floor. One python3 process that posix_spawns each app the
+ * moment its name arrives on stdin (glibc's posix_spawn, no page tables copied: the cheapest
+ * start there is) and kills it on `-NAME`; nothing else (no files read, no logs, no process
+ * groups, no records). What no supervisor can beat on this machine, shown beside them so a
+ * target the machine cannot reach is seen as such; never compared against.
+ */
+const FLOOR_LAUNCHER = `
+import os, signal, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps: nothing to wait for
+app, pids = sys.argv[1], {}
+def bye(*_):  # stopped early (a bench failure): take the apps along
+    for p in pids.values():
+        try: os.kill(p, signal.SIGKILL)
+        except OSError: pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, bye)
+for line in sys.stdin:
+    for n in line.split():
+        if n.startswith('-'):
+            os.kill(pids.pop(n[1:]), signal.SIGTERM)
+        else:
+            pids[n] = os.posix_spawn(app, [app, n], os.environ)
+`;
+
+class FloorPeer implements Peer {
+  readonly label = 'floor: posix_spawn loop, no supervision';
+  private readonly bin = which('python3');
+  private child: ReturnType<typeof spawn> | undefined;
+  missing(): string | undefined {
+    return this.bin ? undefined : 'python3 not installed';
+  }
+  async start(ws: PeerWorkspace): Promise<void> {
+    this.child = spawn(this.bin!, ['-u', '-c', FLOOR_LAUNCHER, ws.app], { stdio: ['pipe', 'ignore', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      this.child!.once('spawn', resolve);
+      this.child!.once('error', reject);
+    });
+  }
+  pids(): number[] {
+    return this.child?.pid ? [this.child.pid] : [];
+  }
+  private send(words: readonly string[]): Promise<void> {
+    markT0();
+    return new Promise((resolve, reject) => this.child!.stdin!.write(`${words.join(' ')}\n`, (err) => (err ? reject(err) : resolve())));
+  }
+  deploy(names: readonly string[]): Promise<void> {
+    return this.send(names);
+  }
+  remove(names: readonly string[]): Promise<void> {
+    return this.send(names.map((n) => `-${n}`));
+  }
+  stop(): Promise<void> {
+    return stopChild(this.child, 'SIGTERM');
+  }
+}
+
 // ---- the scenario -----------------------------------------------------------------------------
 
 /** When the action under measurement was handed to the peer (set by the peer itself). */
@@ -395,6 +452,8 @@ interface Result {
   rssIdleKb?: number;
   rssBulkKb?: number;
   idleCpuPct?: number;
+  /** The floor (FloorPeer): shown, never compared against. */
+  floor?: boolean;
   /** Apps of the 200 that died on their own while idle (a peer's fault, noted). */
   diedIdle?: number;
 }
@@ -409,7 +468,7 @@ async function markers(ws: PeerWorkspace, names: readonly string[]): Promise<Mar
 }
 
 async function scenario(peer: Peer, ctx: SectionContext): Promise<Result> {
-  const r: Result = { label: peer.label, deploy: [], remove: [] };
+  const r: Result = { label: peer.label, deploy: [], remove: [], ...(peer instanceof FloorPeer ? { floor: true } : {}) };
   const root = await makeWorkspace('emperor-peers-');
   const ws: PeerWorkspace = { ...root, app: path.join(root.root, 'app.sh'), fifos: path.join(root.root, 'fifos') };
   await fs.mkdir(ws.fifos);
@@ -557,7 +616,8 @@ const LINES: readonly Line[] = [
 ];
 
 function render(results: readonly Result[]): string {
-  const [emperor, ...others] = results;
+  const [emperor, ...rest] = results;
+  const others = rest.filter((r) => !r.floor);
   const head = ['row', ...results.map((r) => r.label), 'target for the emperor', 'ok'];
   const body = LINES.map((l) => {
     const verdict = emperor && ran(emperor) ? l.ok?.(emperor, others) : undefined;
@@ -575,7 +635,7 @@ export const peers: Section = {
   async run(ctx): Promise<Row[]> {
     // BENCH_PEERS=emperor,pm2 runs only those (matched against the start of each label).
     const only = (process.env.BENCH_PEERS ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
-    const all: Peer[] = [new EmperorPeer(), new Pm2Peer(), new SupervisordPeer(), new UwsgiPeer()].filter((p) => only.length === 0 || only.some((o) => p.label.toLowerCase().startsWith(o)));
+    const all: Peer[] = [new EmperorPeer(), new Pm2Peer(), new SupervisordPeer(), new UwsgiPeer(), new FloorPeer()].filter((p) => only.length === 0 || only.some((o) => p.label.toLowerCase().startsWith(o)));
     const q = await waitForQuiet(25, Number(process.env.BENCH_QUIET_WAIT_MS ?? 30_000));
     const m0 = machineTicks();
     const results: Result[] = [];
@@ -594,7 +654,8 @@ export const peers: Section = {
     const rows: Row[] = [
       { section: SECTION, metric: 'machine', value: `busy ${q.busyPct.toFixed(0)} % before, ${busy.toFixed(0)} % during (all cores); load ${loadAvg()}`, target: '—', status: 'info' },
     ];
-    const [emperor, ...others] = results;
+    const [emperor, ...rest] = results;
+    const others = rest.filter((r) => !r.floor);
     for (const l of LINES) {
       const verdict = emperor && ran(emperor) ? l.ok?.(emperor, others) : undefined;
       const status: RowStatus = verdict === undefined ? 'info' : verdict ? 'ok' : 'MISS';
