@@ -12,6 +12,7 @@ import type { Logger } from '../log/logger.js';
 import { Guardian } from '../process/guardian.js';
 import { Containment, type ContainmentStatus } from '../process/containment.js';
 import { PidRecords, type LeftoverReport } from '../process/records.js';
+import { spawnBackend } from '../process/posix-spawn.js';
 import { SETTLED, type VassalState } from '../vassal/states.js';
 import { Vassal, type VassalSnapshot } from '../vassal/vassal.js';
 import { VassalDirWatcher, type FileVerdict } from '../watch/watcher.js';
@@ -254,6 +255,10 @@ export class Emperor {
         limits: c.limits,
       });
     }
+    const spawner = spawnBackend();
+    // Said once: the fallback works the same, only each start holds the event loop longer.
+    if (spawner.backend === 'fork') this.log.warn(`vassals are started with fork (child_process), slower than posix_spawn: ${spawner.why ?? ''}`, { event: 'spawn-backend', backend: spawner.backend });
+    else this.log.debug('vassals are started with posix_spawn', { event: 'spawn-backend', backend: spawner.backend });
     // First by cgroup: that also finds processes that left their process group.
     for (const left of await this.containment.reapLeftovers()) {
       this.log.warn(`killed ${left.killed} leftover process(es) of a previous emperor run, found in its cgroup`, { vassal: left.name, event: 'leftover', killed: left.killed });

@@ -4,7 +4,7 @@
 // package.json and node_modules) in a fresh temp directory that everyone may read, made once per
 // test process and removed when it exits.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +37,12 @@ export function readableEmperorBin(): string {
     // bin/emperor runs ../dist/src/cli/main.js, whatever outDir these tests were built into.
     execFileSync('mkdir', ['-m', '755', path.join(root, 'dist')]);
     copyTree(compiledSrc, path.join(root, 'dist', 'src'));
+    // The posix_spawn addon, where src/process/posix-spawn.ts looks for it (else the copy forks).
+    const addon = path.join(repoRoot, 'build', 'Release', 'emperor_spawn.node');
+    if (existsSync(addon)) {
+      execFileSync('mkdir', ['-m', '755', '-p', path.join(root, 'build', 'Release')]);
+      copyTree(addon, path.join(root, 'build', 'Release', 'emperor_spawn.node'));
+    }
     installed = path.join(root, 'bin', 'emperor');
   }
   return installed;
