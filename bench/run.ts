@@ -18,6 +18,7 @@ import { load } from './load.js';
 import { output } from './output.js';
 import { parse } from './parse.js';
 import { peers, peersTable } from './peers.js';
+import { scale } from './scale.js';
 import { uwsgi } from './uwsgi.js';
 import { cleanupAll, killAllSync } from './harness.js';
 import type { Row, Section } from './types.js';
@@ -25,7 +26,7 @@ import { fmtMs, now } from './util.js';
 
 const SECTIONS: readonly Section[] = [core, containment, output, parse, checks, load, etcd, consul, uwsgi, dashboard, fleet];
 /** Also runnable by name; not part of a plain `npm run bench` (it runs other supervisors). */
-const ALL: readonly Section[] = [...SECTIONS, peers];
+const ALL: readonly Section[] = [...SECTIONS, peers, scale];
 
 /** Whole-run guard: sections have their own timeouts; this only catches a bench bug. */
 const GLOBAL_TIMEOUT_MS = 20 * 60_000;
@@ -51,7 +52,7 @@ const cleanup = (): Promise<string[]> => (cleaning ??= cleanupAll());
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   if (args.includes('-h') || args.includes('--help')) {
-    process.stdout.write(`usage: node dist/bench/run.js [--peers] [SECTION...]\nsections, run in this order: ${SECTIONS.map((s) => `${s.name} (${s.title})`).join(', ')}\n--peers (or section peers): ${peers.title}\n`);
+    process.stdout.write(`usage: node dist/bench/run.js [--peers] [SECTION...]\nsections, run in this order: ${SECTIONS.map((s) => `${s.name} (${s.title})`).join(', ')}\n--peers (or section peers): ${peers.title}\nscale (only when named): ${scale.title}\n`);
     return 0;
   }
   // --peers: the side-by-side comparison (section peers) instead of the emperor-only sections.
