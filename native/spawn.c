@@ -1,15 +1,20 @@
-// posix_spawn for the emperor's vassals (issue 13).
+// The start of a vassal process, vfork-style (issue 13).
 //
 // Node's child_process.spawn runs libuv's uv_spawn, which fork()s: the kernel copies the page
 // tables of the whole emperor (V8 heap included) and the event loop waits for it, 6-10 ms per
-// start on a small VM, most of the time it takes to bring 200 apps up. glibc's posix_spawn uses
-// clone(CLONE_VM | CLONE_VFORK): nothing is copied and the cost does not grow with the emperor.
+// start on a small VM, most of the time it takes to bring 200 apps up. Here the child is made
+// with clone(CLONE_VM | CLONE_VFORK), as glibc's posix_spawn makes its children: nothing is
+// copied, the cost does not grow with the emperor, and the calling thread waits only until the
+// child has exec'd.
 //
 // What the child gets is what uv_spawn gives it with `detached: true`: its own session (so its
 // own process group, pgid = pid), every signal at its default disposition and none blocked,
 // fds 0..n as asked (/dev/null or one end of a fresh socketpair, as libuv's 'pipe' is), the
 // working directory and environment given, and nothing else (every other fd of the emperor is
-// close-on-exec, as libuv and Node open them all).
+// close-on-exec, as libuv and Node open them all). Before it execs it also does what a /bin/sh
+// wrapper used to do, one exec per start earlier (posix_spawn cannot): it moves itself into
+// the vassal's cgroups (so the app can never fork outside them), sets RLIMIT_NOFILE, and takes a
+// parent-death signal. A step that fails is reported as the spawn's error; nothing runs.
 //
 // The exit is learnt through a pidfd polled on the emperor's own event loop (libuv reaps only
 // the pids it spawned, so it never takes ours), then waitid(P_PIDFD) reaps the child. Until
@@ -19,7 +24,11 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,18 +189,129 @@ static void on_exit_ready(uv_poll_t *poll, int status, int events) {
   uv_close((uv_handle_t *)poll, on_closed);
 }
 
-// spawn(file, argv, envp, cwd, stdio, onExit) -> { pid, fds }
+// What the child needs, prepared before the clone: it shares this memory and must not allocate.
+typedef struct {
+  const char *file;
+  char **argv;
+  char **envp;
+  const char *cwd;
+  int nfds;
+  int src[MAX_FDS];
+  char **join;         // cgroup.procs files to write "0" (this process) into
+  long open_files;     // RLIMIT_NOFILE, or -1
+  int pdeathsig;       // 0 = none
+  pid_t parent;        // to catch a parent that died before the signal was armed
+  // Written by the child when a step fails (it then _exits), read by the parent after the clone.
+  volatile int err;
+  volatile int stage;
+  volatile int join_index;
+} child_args_t;
+
+enum { STAGE_NONE, STAGE_SETSID, STAGE_DUP, STAGE_CHDIR, STAGE_CGROUP, STAGE_RLIMIT, STAGE_PDEATHSIG, STAGE_EXEC };
+
+// The kernel's struct sigaction (x86_64, arm64): raw rt_sigaction also resets the signals glibc
+// keeps for itself (32, 33), which its sigaction refuses, so the app starts with all defaults.
+struct kernel_sigaction {
+  void *handler;
+  unsigned long flags;
+  void *restorer;
+  unsigned long mask;
+};
+
+#define CHILD_FAIL(a, st) \
+  do {                    \
+    (a)->err = errno;     \
+    (a)->stage = (st);    \
+    _exit(127);           \
+  } while (0)
+
+// Runs in the child on its own stack, sharing the emperor's memory until execve: only system
+// calls here, no malloc, no locks, nothing that could touch state another thread holds.
+static int child_main(void *arg) {
+  child_args_t *a = (child_args_t *)arg;
+  struct kernel_sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.handler = SIG_DFL;
+  for (int sig = 1; sig < 65; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+  }
+  if (setsid() < 0) CHILD_FAIL(a, STAGE_SETSID);
+  // Every source is above the target range (see above_targets), so dup2 always clears
+  // close-on-exec on the target and never overwrites a source still needed.
+  for (int i = 0; i < a->nfds; i++)
+    if (dup2(a->src[i], i) < 0) CHILD_FAIL(a, STAGE_DUP);
+  if (chdir(a->cwd) < 0) CHILD_FAIL(a, STAGE_CHDIR);
+  for (int i = 0; a->join != NULL && a->join[i] != NULL; i++) {
+    a->join_index = i;
+    int fd = open(a->join[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0) CHILD_FAIL(a, STAGE_CGROUP);
+    // "0" is the writing process: this child, whatever its pid.
+    if (write(fd, "0", 1) != 1) CHILD_FAIL(a, STAGE_CGROUP);
+    close(fd);
+  }
+  if (a->open_files >= 0) {
+    struct rlimit rl = {(rlim_t)a->open_files, (rlim_t)a->open_files};
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) CHILD_FAIL(a, STAGE_RLIMIT);
+  }
+  if (a->pdeathsig != 0) {
+    if (prctl(PR_SET_PDEATHSIG, a->pdeathsig) != 0) CHILD_FAIL(a, STAGE_PDEATHSIG);
+    // The emperor died between the clone and the prctl: the signal will never come.
+    if (getppid() != a->parent) _exit(127);
+  }
+  unsigned long none = 0;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+  execve(a->file, a->argv, a->envp);
+  CHILD_FAIL(a, STAGE_EXEC);
+  return 127;
+}
+
+#define CHILD_STACK (64 * 1024)
+
+// The stage's error, worded for the vassal's status and log.
+static napi_value throw_stage(napi_env env, child_args_t *a) {
+  char what[1024];
+  const char *name = uv_err_name(-a->err);
+  switch (a->stage) {
+    case STAGE_CGROUP:
+      snprintf(what, sizeof what, "cannot move into cgroup: %s: %s (%s)", a->join[a->join_index], strerror(a->err), name);
+      break;
+    case STAGE_RLIMIT:
+      snprintf(what, sizeof what, "cannot set open_files to %ld: %s (%s)", a->open_files, strerror(a->err), name);
+      break;
+    case STAGE_CHDIR:
+      snprintf(what, sizeof what, "cannot change to the working directory %s: %s (%s)", a->cwd, strerror(a->err), name);
+      break;
+    case STAGE_EXEC:
+      // Worded as Node's own spawn errors ("spawn FILE ENOENT"), with the system's text after.
+      snprintf(what, sizeof what, "spawn %s %s (%s)", a->file, name, strerror(a->err));
+      break;
+    default:
+      snprintf(what, sizeof what, "spawn %s: setting up the child failed (stage %d): %s (%s)", a->file, a->stage, strerror(a->err), name);
+  }
+  napi_value msg, code, error;
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+// spawn(file, argv, envp, cwd, stdio, join, openFiles, pdeathsig, onExit) -> { pid, fds }
 //   file: the executable's path (resolved by the caller; no PATH search here)
 //   stdio: one entry per child fd from 0: 0 = /dev/null, 1 = a socketpair (its other end is
 //          returned in fds at the same index, close-on-exec; -1 elsewhere)
+//   join: cgroup.procs files the child moves itself into before it execs
+//   openFiles: RLIMIT_NOFILE (soft and hard) for the child, or -1
+//   pdeathsig: signal number the child gets when the emperor dies, or 0
 //   onExit(code, signal): once, when the child has exited and been reaped (signal is a number)
 static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 6;
-  napi_value args[6];
+  size_t argc = 9;
+  napi_value args[9];
   napi_get_cb_info(env, cbinfo, &argc, args, NULL, NULL);
-  if (argc < 6) return throw_type(env, "spawn(file, argv, envp, cwd, stdio, onExit)");
+  if (argc < 9) return throw_type(env, "spawn(file, argv, envp, cwd, stdio, join, openFiles, pdeathsig, onExit)");
   napi_valuetype cbtype;
-  napi_typeof(env, args[5], &cbtype);
+  napi_typeof(env, args[8], &cbtype);
   if (cbtype != napi_function) return throw_type(env, "onExit must be a function");
 
   uint32_t nfds = 0;
@@ -203,25 +323,34 @@ static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
     napi_get_element(env, args[4], i, &item);
     if (napi_get_value_int32(env, item, &kinds[i]) != napi_ok) return throw_type(env, "stdio entries are 0 or 1");
   }
+  int64_t open_files = -1;
+  int32_t pdeathsig = 0;
+  if (napi_get_value_int64(env, args[6], &open_files) != napi_ok) return throw_type(env, "openFiles must be a number");
+  if (napi_get_value_int32(env, args[7], &pdeathsig) != napi_ok) return throw_type(env, "pdeathsig must be a number");
 
+  child_args_t a;
+  memset(&a, 0, sizeof a);
+  a.open_files = (long)open_files;
+  a.pdeathsig = pdeathsig;
+  a.parent = getpid();
   char *file = NULL, *cwd = NULL;
-  char **argv = NULL, **envp = NULL;
+  char **argv = NULL, **envp = NULL, **join = NULL;
   int parent[MAX_FDS], child[MAX_FDS];
   for (int i = 0; i < MAX_FDS; i++) parent[i] = child[i] = -1;
   int devnull = -1, err = 0;
   const char *failed = "spawn";
   napi_value ret = NULL;
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  int have_actions = 0, have_attr = 0;
+  void *stack = MAP_FAILED;
+  pid_t pid = -1;
 
   if ((file = c_string(env, args[0])) == NULL) goto out;
   if ((argv = c_list(env, args[1])) == NULL) goto out;
   if ((envp = c_list(env, args[2])) == NULL) goto out;
   if ((cwd = c_string(env, args[3])) == NULL) goto out;
+  if ((join = c_list(env, args[5])) == NULL) goto out;
 
   // Every descriptor the emperor makes here is close-on-exec: a start that races this one must
-  // not hand them to its own child (the dup2 in the file actions clears the flag in this child).
+  // not hand them to its own child (the child's dup2 clears the flag on its own copies).
   devnull = above_targets(open("/dev/null", O_RDWR | O_CLOEXEC));
   if (devnull < 0) { err = errno; failed = "open /dev/null"; goto out; }
   for (uint32_t i = 0; i < nfds; i++) {
@@ -232,34 +361,32 @@ static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
     child[i] = above_targets(sv[1]);
     if (child[i] < 0) { err = errno; failed = "socketpair"; goto out; }
   }
+  a.file = file;
+  a.argv = argv;
+  a.envp = envp;
+  a.cwd = cwd;
+  a.join = join;
+  a.nfds = (int)nfds;
+  for (uint32_t i = 0; i < nfds; i++) a.src[i] = kinds[i] == 1 ? child[i] : devnull;
 
-  if ((err = posix_spawn_file_actions_init(&actions)) != 0) goto out;
-  have_actions = 1;
-  if ((err = posix_spawnattr_init(&attr)) != 0) goto out;
-  have_attr = 1;
-  // Descriptors first, then the directory. Every source is above the target range, so no dup2
-  // overwrites a source another entry still needs.
-  for (uint32_t i = 0; i < nfds; i++) {
-    int src = kinds[i] == 1 ? child[i] : devnull;
-    if ((err = posix_spawn_file_actions_adddup2(&actions, src, (int)i)) != 0) goto out;
-  }
-  if ((err = posix_spawn_file_actions_addchdir_np(&actions, cwd)) != 0) goto out;
-
-  sigset_t all, none;
+  stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) { err = errno; failed = "mmap"; goto out; }
+  // No signal handler of the emperor may run in the child (it would run on the emperor's
+  // memory): everything is blocked across the clone, and the child unblocks only after it has
+  // reset every disposition. The calling thread gets its own mask back right after.
+  sigset_t all, old;
   sigfillset(&all);
-  // glibc's sigfillset leaves out the two signals it keeps for itself (32 and 33, SIGCANCEL
-  // and SIGSETXID), and its spawn then sets them to SIG_IGN in the child, which survives the
-  // exec: vassals would start with them ignored, unlike after uv_spawn. Named here by bit
-  // (sigaddset refuses them); the child is a separate process, so the emperor keeps its own.
-  all.__val[0] |= (1UL << (32 - 1)) | (1UL << (33 - 1));
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  if ((err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)) != 0) goto out;
-
-  pid_t pid = 0;
-  err = posix_spawn(&pid, file, &actions, &attr, argv, envp);
-  if (err != 0) { failed = "spawn"; goto out; }
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) { err = clone_errno; failed = "clone"; goto out; }
+  if (a.stage != STAGE_NONE) {
+    // The child failed before or at its exec and has exited: reap it, report the step.
+    waitpid(pid, NULL, 0);
+    throw_stage(env, &a);
+    goto out;
+  }
 
   // The child is ours until it is reaped, so its pid cannot be reused before pidfd_open.
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -298,7 +425,7 @@ static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
     failed = "uv_poll_start";
     goto out;
   }
-  napi_create_reference(env, args[5], 1, &c->callback);
+  napi_create_reference(env, args[8], 1, &c->callback);
   napi_value resource_name;
   napi_create_string_utf8(env, "EMPEROR_VASSAL_EXIT", NAPI_AUTO_LENGTH, &resource_name);
   napi_async_init(env, NULL, resource_name, &c->context);
@@ -318,8 +445,7 @@ static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
   ret = result;
 
 out:
-  if (have_actions) posix_spawn_file_actions_destroy(&actions);
-  if (have_attr) posix_spawnattr_destroy(&attr);
+  if (stack != MAP_FAILED) munmap(stack, CHILD_STACK);
   if (devnull >= 0) close(devnull);
   for (int i = 0; i < MAX_FDS; i++) {
     if (child[i] >= 0) close(child[i]);
@@ -334,6 +460,7 @@ out:
   free(cwd);
   free_list(argv);
   free_list(envp);
+  free_list(join);
   return ret;
 }
 

@@ -325,14 +325,22 @@ void test('a missing command, a missing cwd or a non-executable file give an err
 
 void test('an exec that fails after the checks: exited carries the error, or setpriv exits 127', async (t) => {
   const s = scratch(t);
-  // Without setpriv, Node spawns the file itself and reports the failure as an 'error' event.
-  const direct = (await startParent(s, 'exec-fail', { PATH: path.join(s.dir, 'empty-path') })).info;
+  // The native start reports a failed exec as the spawn's error, whatever PATH holds: no setpriv
+  // stands between it and the app unless it switches users.
+  for (const PATH of [path.join(s.dir, 'empty-path'), env.PATH]) {
+    const native = (await startParent(s, 'exec-fail', { PATH })).info;
+    assert.equal(native.pid, 0);
+    assert.equal(native.code, null);
+    assert.match(String(native.error), /^spawn failed: spawn \S+\/bad\.sh ENOENT/);
+  }
+  // child_process without setpriv: Node spawns the file itself and reports an 'error' event.
+  const direct = (await startParent(s, 'exec-fail', { PATH: path.join(s.dir, 'empty-path'), EMPEROR_SPAWN: 'fork' })).info;
   assert.equal(direct.pid, 0);
   assert.equal(direct.code, null);
   assert.match(String(direct.error), /^spawn failed: .*ENOENT/);
   if (setprivPath() === undefined) return;
-  // Through setpriv the fork succeeded, so it is an ordinary exit, with setpriv's reason in the log.
-  const viaSetpriv = (await startParent(s, 'exec-fail')).info;
+  // child_process through setpriv: the fork succeeded, so it is an ordinary exit, with setpriv's reason in the log.
+  const viaSetpriv = (await startParent(s, 'exec-fail', { ...env, EMPEROR_SPAWN: 'fork' })).info;
   assert.ok(pidOf(viaSetpriv, 'pid') > 0);
   assert.equal(viaSetpriv.code, 127);
   assert.equal(viaSetpriv.error, undefined);
@@ -353,6 +361,7 @@ const SELF_REPORT = [
   'echo "held=$(for f in /proc/$$/fd/*; do readlink "$f"; done | grep -c /held)"',
   'for fd in 0 1 2 3 4; do echo "fd$fd=$(readlink /proc/$$/fd/$fd | cut -d: -f1)"; done',
   'env | grep -v -E "^(PWD|SHLVL|_)=" | sort | tr "\\n" " "; echo',
+  'echo END',
 ].join('; ');
 
 async function selfReport(s: Scratch, backend: 'posix_spawn' | 'fork'): Promise<string> {
@@ -365,7 +374,7 @@ async function selfReport(s: Scratch, backend: 'posix_spawn' | 'fork'): Promise<
     const sink = logTo(logFile);
     const proc = start(s, ['sh', '-c', SELF_REPORT, 'zero', 'one', 'two'], { output: sink, notify: true, env: { ...env, EXTRA: 'a b' } });
     assert.deepEqual(await within(proc.exited, 'exit'), { code: 0, signal: null });
-    await waitFor(() => fs.existsSync(logFile) && /^EXTRA=/m.test(fs.readFileSync(logFile, 'utf8')), 'the last line in the log');
+    await waitFor(() => fs.existsSync(logFile) && /^END$/m.test(fs.readFileSync(logFile, 'utf8')), 'the last line in the log');
     return fs.readFileSync(logFile, 'utf8').replaceAll(String(proc.pid), 'PID');
   } finally {
     if (before === undefined) delete process.env.EMPEROR_SPAWN;
@@ -392,6 +401,24 @@ void test('vassals start through posix_spawn, set up exactly as child_process se
   for (const fd of [1, 2, 3, 4]) assert.match(native, new RegExp(`^fd${fd}=socket$`, 'm'));
   assert.match(native, new RegExp(`^cwd=${s.dir} arg0=zero args=one two$`, 'm'));
   assert.match(native, /^EXTRA=a b PATH=\S+ $/m);
+});
+
+void test('native start: a cgroup it cannot join or an fd limit it cannot set is the start\'s error; nothing runs', async (t) => {
+  const s = scratch(t);
+  const marker = path.join(s.dir, 'ran');
+  const argv = ['/bin/sh', '-c', `touch ${marker}`];
+  const unjoinable = start(s, argv, { placement: { procsFiles: [path.join(s.dir, 'no-cgroup', 'cgroup.procs')], cgroup: undefined, oomKills: () => undefined } });
+  assert.equal(unjoinable.pid, 0);
+  assert.match(String((await within(unjoinable.exited, 'exit')).error), /^spawn failed: cannot move into cgroup: \S+\/no-cgroup\/cgroup\.procs: No such file or directory \(ENOENT\)$/);
+  // Above the hard limit an unprivileged process may not go; root may, up to nr_open.
+  const tooMany = start(s, argv, { openFiles: 2 ** 40 });
+  assert.equal(tooMany.pid, 0);
+  assert.match(String((await within(tooMany.exited, 'exit')).error), /^spawn failed: cannot set open_files to 1099511627776: .* \((EPERM|EINVAL)\)$/);
+  assert.equal(fs.existsSync(marker), false, 'the app never ran');
+  // And the same limit within reach is what the app gets.
+  const fine = start(s, ['/bin/sh', '-c', 'grep "Max open files" /proc/$$/limits'], { openFiles: 321, output: logTo(path.join(s.dir, 'ok.log')) });
+  assert.deepEqual(await within(fine.exited, 'exit'), { code: 0, signal: null });
+  await waitFor(() => fs.existsSync(path.join(s.dir, 'ok.log')) && /321\s+321/.test(fs.readFileSync(path.join(s.dir, 'ok.log'), 'utf8')), 'the limit in the log');
 });
 
 // ---- stopping -------------------------------------------------------------------------------
@@ -449,22 +476,33 @@ void test('exited resolves on the leader exit while a grandchild keeps the stdou
 
 // ---- an emperor that dies by SIGKILL ----------------------------------------------------
 
-void test('pdeathsig: the vassal leader dies with its SIGKILLed parent', async (t) => {
-  if (setprivPath() === undefined) return t.skip('util-linux setpriv is not installed');
+void test('pdeathsig: the vassal leader dies with its SIGKILLed parent, with or without setpriv on PATH', async (t) => {
   const s = scratch(t);
-  const { parent, info } = await startParent(s, 'pdeathsig');
-  const leader = pidOf(info, 'leader');
-  assert.ok(leader > 0);
-  // setpriv sets the parent-death signal before it execs: only then is the vassal protected.
-  await waitFor(() => cmdline(leader)[0] === process.execPath, 'setpriv to exec the app');
-  parent.kill('SIGKILL');
-  await within(exitOf(parent), 'parent exit');
-  await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
+  // The native start arms the parent-death signal in the child itself, before it execs the app.
+  for (const PATH of [env.PATH, path.join(s.dir, 'empty-path')]) {
+    const { parent, info } = await startParent(s, 'pdeathsig', { PATH });
+    const leader = pidOf(info, 'leader');
+    assert.ok(leader > 0);
+    assert.equal(cmdline(leader)[0], process.execPath, 'argv ran directly, not through setpriv');
+    parent.kill('SIGKILL');
+    await within(exitOf(parent), 'parent exit');
+    await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
+  }
 });
 
-void test('without setpriv on PATH the vassal still starts (and has no parent-death signal)', async (t) => {
+void test('pdeathsig with child_process: through setpriv; without it on PATH the vassal still starts, unprotected', async (t) => {
   const s = scratch(t);
-  const { parent, info } = await startParent(s, 'pdeathsig', { PATH: path.join(s.dir, 'empty-path') });
+  if (setprivPath() !== undefined) {
+    const { parent, info } = await startParent(s, 'pdeathsig', { ...env, EMPEROR_SPAWN: 'fork' });
+    const leader = pidOf(info, 'leader');
+    assert.ok(leader > 0);
+    // setpriv sets the parent-death signal before it execs: only then is the vassal protected.
+    await waitFor(() => cmdline(leader)[0] === process.execPath, 'setpriv to exec the app');
+    parent.kill('SIGKILL');
+    await within(exitOf(parent), 'parent exit');
+    await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
+  }
+  const { parent, info } = await startParent(s, 'pdeathsig', { PATH: path.join(s.dir, 'empty-path'), EMPEROR_SPAWN: 'fork' });
   const leader = pidOf(info, 'leader');
   assert.ok(leader > 0);
   assert.equal(cmdline(leader)[0], process.execPath, 'argv ran directly, not through setpriv');

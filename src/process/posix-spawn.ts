@@ -1,9 +1,11 @@
-// The native posix_spawn start (native/spawn.c), when it was built; Node's child_process otherwise.
+// The native vfork-style start (native/spawn.c), when it was built; Node's child_process otherwise.
 //
 // uv_spawn fork()s the whole emperor: 6-10 ms of event loop per start on a small VM, against
-// 2.5 ms for posix_spawn (clone with CLONE_VM | CLONE_VFORK: no page tables copied), which is
-// what most of "200 apps at once" waited for (issue 13). The child is set up as uv_spawn sets up
-// a `detached: true` child (see native/spawn.c), its exit comes from a pidfd on this event loop.
+// 2.5 ms for clone with CLONE_VM | CLONE_VFORK (posix_spawn's way: no page tables copied), which
+// is what most of "200 apps at once" waited for (issue 13). The child is set up as uv_spawn sets
+// up a `detached: true` child, and before its exec also joins its cgroups, sets its fd limit and
+// takes its parent-death signal, which otherwise cost an extra exec each (a /bin/sh wrapper,
+// setpriv). Its exit comes from a pidfd on this event loop (see native/spawn.c).
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -16,6 +18,9 @@ interface Addon {
     envp: readonly string[],
     cwd: string,
     stdio: readonly number[],
+    join: readonly string[],
+    openFiles: number,
+    pdeathsig: number,
     onExit: (code: number | null, signal: number | null) => void,
   ): { pid: number; fds: number[] };
 }
@@ -50,11 +55,22 @@ export interface Spawned {
   readonly stdio: ReadonlyArray<Duplex | undefined>;
 }
 
+/** What the child does to itself before it execs, in this order (each failure is the spawn's error). */
+export interface ChildSetup {
+  /** cgroup.procs files it moves itself into, so the app never runs outside them. */
+  readonly join: readonly string[];
+  /** RLIMIT_NOFILE, soft and hard. */
+  readonly openFiles: number | undefined;
+  /** The signal it gets when the emperor dies (prctl PR_SET_PDEATHSIG). */
+  readonly parentDeathSignal: NodeJS.Signals | undefined;
+}
+
 /**
  * Start `file` (an absolute path: no PATH search) with `argv` as its own session leader.
  * `stdio[i]` is 'pipe' or 'ignore' (/dev/null) for the child's fd i. onExit is called once,
  * after the child was reaped. Throws an Error with `code` (ENOENT, EACCES, EAGAIN, EMFILE...)
- * when it could not start; nothing is left open then. Undefined when the addon is not used.
+ * when it could not start, or a set-up step failed; nothing is left open or running then.
+ * Undefined when the addon is not used.
  */
 export function posixSpawn(
   file: string,
@@ -62,11 +78,13 @@ export function posixSpawn(
   env: Readonly<Record<string, string>>,
   cwd: string,
   stdio: ReadonlyArray<'pipe' | 'ignore'>,
+  setup: ChildSetup,
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
 ): Spawned | undefined {
   if (spawnBackend().backend !== 'posix_spawn') return undefined;
   const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const { pid, fds } = load()!.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), (code, signal) =>
+  const pdeathsig = setup.parentDeathSignal === undefined ? 0 : constants.signals[setup.parentDeathSignal];
+  const { pid, fds } = load()!.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), setup.join, setup.openFiles ?? -1, pdeathsig, (code, signal) =>
     onExit(code, signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null)),
   );
   return {

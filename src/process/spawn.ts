@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
 import { findExecutable, launchProblem, setprivPath, wrapLaunch } from './launch.js';
-import { posixSpawn, spawnBackend } from './posix-spawn.js';
+import { posixSpawn, spawnBackend, type ChildSetup } from './posix-spawn.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
 import { EMPEROR_FD, NOTIFY_FD, type ExitInfo, type SpawnRequest, type VassalProcess } from './types.js';
@@ -54,12 +54,21 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
   // only ever took the leader), and should the guardian die too the next emperor kills what its
   // cgroups hold before it starts anything. It cost one exec per start: 200 apps at once came
   // up 10-20 % sooner without it on a busy two-core host (issue 13).
-  const setpriv = req.identity !== undefined || cgroup === undefined ? setprivPath() : undefined;
+  // The native start does the parent-death signal itself (setpriv only switches users then).
+  const native = spawnBackend().backend === 'posix_spawn';
+  const wantDeathSignal = req.identity !== undefined || cgroup === undefined;
+  const setpriv = req.identity !== undefined || (wantDeathSignal && !native) ? setprivPath() : undefined;
   if (req.identity && setpriv === undefined) return notStarted('cannot switch to another user: util-linux setpriv is not installed');
   const who = req.identity ? identityArgs(req.identity) : [];
   const inner = setpriv === undefined ? [...req.argv] : [setpriv, '--pdeathsig', 'SIGKILL', ...who, '--', ...req.argv];
-  // Joins its cgroup(s) and sets open_files before exec, as the emperor's user (setpriv comes after).
-  const argv = wrapLaunch(inner, placement?.procsFiles ?? [], req.openFiles);
+  const setup: ChildSetup = {
+    join: placement?.procsFiles ?? [],
+    openFiles: req.openFiles,
+    parentDeathSignal: wantDeathSignal ? 'SIGKILL' : undefined,
+  };
+  // Joins its cgroup(s) and sets open_files before exec, as the emperor's user (setpriv comes
+  // after): the native start does both in the child itself, child_process needs a /bin/sh wrapper.
+  const argv = native ? inner : wrapLaunch(inner, setup.join, setup.openFiles);
   // OOM kills are counted per cgroup; only those during this run are this process's.
   const oomBefore = placement?.oomKills() ?? 0;
   const [file = '', ...args] = argv;
@@ -84,7 +93,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     const oom = (placement?.oomKills() ?? 0) > oomBefore;
     settle({ code, signal, ...(oom ? { oomKilled: true } : {}) });
   };
-  const started = start(file, args, req, stdio, onExit, settle);
+  const started = start(file, args, req, stdio, setup, onExit, settle);
   if ('failed' in started) {
     if (!started.later) settle({ code: null, signal: null, error: started.failed });
     return { ...notStarted(started.failed), exited };
@@ -131,6 +140,7 @@ function start(
   args: readonly string[],
   req: SpawnRequest,
   stdio: ReadonlyArray<'ignore' | 'pipe'>,
+  setup: ChildSetup,
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
   settle: (info: ExitInfo) => void,
 ): { pid: number; pipes: ReadonlyArray<Duplex | undefined> } | { failed: string; later?: boolean } {
@@ -139,7 +149,7 @@ function start(
     const path = findExecutable(file, req.cwd, req.env.PATH);
     if (path === undefined) return { failed: `spawn failed: command not found: ${file}` };
     try {
-      const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, onExit)!;
+      const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, setup, onExit)!;
       for (const s of spawned.stdio) s?.on('error', () => undefined);
       return { pid: spawned.pid, pipes: spawned.stdio };
     } catch (err) {
