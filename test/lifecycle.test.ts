@@ -24,7 +24,11 @@ async function deployFamilies(emp: EmperorUnderTest, n: number): Promise<number[
   for (let i = 0; i < n; i++) {
     const ready = await emp.waitEvent(`fam${i}`, 'ready');
     pids.push(ready.pid as number);
-    pids.push(Number(await fs.readFile(path.join(emp.ws.root, `fam${i}.gc`), 'utf8')));
+    // "ready" is "up 1 s": on a loaded machine Node may not have reached the grandchild by then.
+    const gc = path.join(emp.ws.root, `fam${i}.gc`);
+    let gcPid = 0;
+    await waitFor(async () => (gcPid = Number(await fs.readFile(gc, 'utf8').catch(() => ''))) > 0, `fam${i} to report its grandchild`);
+    pids.push(gcPid);
   }
   return pids;
 }

@@ -8,6 +8,7 @@ import { callApi } from '../../src/api/client.js';
 import type { EmperorStatus, VassalStatus } from '../../src/emperor/emperor.js';
 import { readableEmperorBin } from './install.js';
 import { binEmperor } from './paths.js';
+import { after } from './test.js';
 
 /**
  * How long a wait for a log event lasts by default. Generous: on a busy machine starting a node
@@ -227,6 +228,15 @@ const running = new Set<EmperorUnderTest>();
 process.on('exit', () => {
   for (const e of running) e.child.kill('SIGKILL');
 });
+// Nor keep this file's process alive: a test that failed before stopping its emperor left the
+// emperor's pipes holding the event loop, and the file then hung until --test-timeout (30 min)
+// instead of reporting the failure. Runs once every test of the file is done; only under the
+// test runner (the bench imports this module too).
+if (process.env.NODE_TEST_CONTEXT !== undefined) {
+  after(() => {
+    for (const e of running) e.child.kill('SIGKILL');
+  });
+}
 
 /** A vassal spec for the test app with the given env overrides. */
 export function appVassal(appJs: string, env: Record<string, string> = {}, extra: Record<string, unknown> = {}): object {
