@@ -96,6 +96,19 @@ async function removeDir(dir: string): Promise<void> {
 const childName = (vassal: string): string => `vassal-${vassal}`;
 
 export class Containment {
+  /**
+   * Vassal cgroups (v2) known to exist: made by precreate() and not released since. prepare()
+   * skips its mkdir for these: on the main thread that mkdir only met EEXIST, and cost a system
+   * call (under the kernel's cgroup mutex) plus a thrown error per start (issue 13). Should one
+   * be removed behind our back, the launch wrapper cannot join it and the start fails (exit
+   * 125, with back-off); the retry makes it again. Never unconfined.
+   */
+  private readonly made = new Set<string>();
+  /** release() in progress per vassal: precreate() waits for it, so an rmdir never follows our mkdir. */
+  private readonly releasing = new Map<string, Promise<void>>();
+  /** Bumped by every release(): a precreate() that saw one begin meanwhile leaves prepare() its mkdir. */
+  private releases = 0;
+
   private constructor(
     /** v2 parent cgroup: containment. */
     private readonly v2: string | undefined,
@@ -202,10 +215,13 @@ export class Containment {
     let cgroup: Cgroup | undefined;
     if (this.v2 !== undefined) {
       const dir = path.join(this.v2, childName(vassal));
-      try {
-        mkdirOk(dir);
-      } catch (err) {
-        throw new Error(`cannot create cgroup ${dir}: ${message(err)}`);
+      if (!this.made.has(vassal)) {
+        try {
+          mkdirOk(dir);
+        } catch (err) {
+          throw new Error(`cannot create cgroup ${dir}: ${message(err)}`);
+        }
+        this.made.add(vassal);
       }
       cgroup = new Cgroup(dir);
       procsFiles.push(path.join(dir, 'cgroup.procs'));
@@ -248,14 +264,29 @@ export class Containment {
    * saturated one, for 200 apps at once (issue 13). Never rejects: prepare() reports problems.
    */
   async precreate(vassal: string): Promise<void> {
-    if (this.v2 === undefined) return;
-    await fs.promises.mkdir(path.join(this.v2, childName(vassal))).catch(() => undefined);
+    if (this.v2 === undefined || this.made.has(vassal)) return;
+    await this.releasing.get(vassal);
+    const before = this.releases;
+    const made = await fs.promises.mkdir(path.join(this.v2, childName(vassal))).then(
+      () => true,
+      (err: unknown) => errCode(err) === 'EEXIST',
+    );
+    // A release() since may have removed it again (rare: a stop elsewhere): prepare() checks then.
+    if (made && this.releases === before) this.made.add(vassal);
   }
 
   /** Remove a stopped vassal's (empty) cgroups. */
   async release(vassal: string): Promise<void> {
+    this.made.delete(vassal);
+    this.releases++;
     const dirs = [...this.v1.values(), ...(this.v2 === undefined ? [] : [this.v2])].map((p) => path.join(p, childName(vassal)));
-    await Promise.all(dirs.map((d) => removeDir(d).catch(() => undefined)));
+    const done = Promise.all(dirs.map((d) => removeDir(d).catch(() => undefined))).then(() => undefined);
+    this.releasing.set(vassal, done);
+    try {
+      await done;
+    } finally {
+      if (this.releasing.get(vassal) === done) this.releasing.delete(vassal);
+    }
   }
 
   /**
@@ -302,6 +333,7 @@ export class Containment {
 
   /** Clean shutdown, after every vassal stopped: remove the (empty) cgroups. */
   async close(): Promise<void> {
+    this.made.clear();
     const parents = [...(this.v2 === undefined ? [] : [this.v2]), ...this.v1.values()];
     for (const parent of parents) {
       await Promise.all(childCgroups(parent).map((c) => removeDir(c).catch(() => undefined)));
