@@ -142,6 +142,8 @@ export class PidRecords {
   private seq = 0;
   private readonly euid = process.geteuid?.() ?? 0;
   private readonly ownStartTime = readStatSync(process.pid)?.startTime;
+  /** Read once: it changes only with a reboot. */
+  private readonly bootId = readBootId();
 
   constructor(readonly dir: string) {}
 
@@ -155,21 +157,33 @@ export class PidRecords {
     return path.join(this.dir, encodeURIComponent(name) + SUFFIX);
   }
 
-  /** Atomic: a reader (the next emperor) sees the old record or the new one, never half of one. */
+  /**
+   * Atomic: a reader (the next emperor) sees the old record or the new one, never half of one.
+   * The directory is made by prepare(), and again only when it went missing (ENOENT): a mkdir
+   * per record was one more trip through the thread pool for every start of a burst (issue 13).
+   */
   async write(name: string, rec: PidRecord): Promise<void> {
-    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const stored = { ...rec, bootId: readBootId(), emperorStartTime: this.ownStartTime };
+    const stored = { ...rec, bootId: this.bootId, emperorStartTime: this.ownStartTime };
+    const text = JSON.stringify(stored) + '\n';
     const tmp = path.join(this.dir, `.${encodeURIComponent(name)}.${process.pid}.${++this.seq}.tmp`);
     try {
-      // 0600: the records name the apps and their argv; and only a file nobody else could
-      // have written is trusted when read back.
-      // A burst of starts writes a burst of records: not with the control socket's descriptors.
-      await withTransientFd(() => fs.writeFile(tmp, JSON.stringify(stored) + '\n', { mode: 0o600, flag: 'wx' }));
+      await this.writeNew(tmp, text).catch(async (err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+        await this.writeNew(tmp, text);
+      });
       await fs.rename(tmp, this.file(name));
     } catch (err) {
       await fs.rm(tmp, { force: true });
       throw err;
     }
+  }
+
+  private writeNew(file: string, text: string): Promise<void> {
+    // 0600: the records name the apps and their argv; and only a file nobody else could
+    // have written is trusted when read back.
+    // A burst of starts writes a burst of records: not with the control socket's descriptors.
+    return withTransientFd(() => fs.writeFile(file, text, { mode: 0o600, flag: 'wx' }));
   }
 
   async remove(name: string): Promise<void> {
