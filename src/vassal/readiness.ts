@@ -36,25 +36,34 @@ export class Readiness {
 
   constructor(spec: VassalSpec, launched: Launched, outcome: ReadinessOutcome) {
     const { proc, env, identity, link } = launched;
-    const finish = (f: () => void): void => {
+    // The wait has settled: nothing of it is left to abort. Aborting anyway cost a DOMException
+    // (with its stack) per start, a sizeable part of a burst's readiness work (issue 13).
+    const settled = (f: () => void): void => {
       if (this.done) return;
-      this.cancel();
+      this.done = true;
+      clearTimeout(this.timer);
       f();
     };
     waitReady(resolveReady(spec), { cwd: spec.cwd, env, identity, cgroupProcs: proc.joined, signal: this.abort.signal, emperor: link, ...(proc.notify ? { notify: proc.notify } : {}) }).then(
-      () => finish(() => outcome.ready()),
+      () => settled(() => outcome.ready()),
       (err: unknown) => {
-        if (!this.abort.signal.aborted) finish(() => outcome.failed(`readiness failed: ${err instanceof Error ? err.message : String(err)}`, 'start-failed'));
+        if (!this.abort.signal.aborted) settled(() => outcome.failed(`readiness failed: ${err instanceof Error ? err.message : String(err)}`, 'start-failed'));
       },
     );
     // Created after the readiness timer, so a delay equal to the timeout still counts as ready.
-    this.timer = setTimeout(() => finish(() => outcome.failed(`not ready within ${formatDuration(spec.start.timeoutMs)}`, 'start-timeout')), spec.start.timeoutMs);
+    this.timer = setTimeout(() => {
+      if (this.done) return;
+      // The wait is still running (a probe may be in flight): stop it first.
+      this.cancel();
+      outcome.failed(`not ready within ${formatDuration(spec.start.timeoutMs)}`, 'start-timeout');
+    }, spec.start.timeoutMs);
   }
 
   /** Stop waiting (and kill an in-flight probe); no outcome is reported after this. */
   cancel(): void {
+    const wasDone = this.done;
     this.done = true;
     clearTimeout(this.timer);
-    this.abort.abort();
+    if (!wasDone) this.abort.abort();
   }
 }
