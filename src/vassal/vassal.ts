@@ -11,6 +11,7 @@ import { drainAndStop } from './drain.js';
 import { VassalHealth } from './health.js';
 import { launchProcess, releaseProcess, vassalEnv, type Launched } from './launch.js';
 import { Readiness } from './readiness.js';
+import { queueStart } from './start-turns.js';
 import { waitReady } from '../checks/ready.js';
 import type { EmperorLink } from './emperor-link.js';
 import { IllegalTransition, nextState, SETTLED, type VassalEvent, type VassalState } from './states.js';
@@ -281,7 +282,11 @@ export class Vassal extends EventEmitter {
     void this.reaping
       .then(() => (gen === this.generation && this._state === 'starting' ? this.ctx.containment?.precreate?.(this._spec.name) : undefined))
       .then(() => {
-        if (gen === this.generation && this._state === 'starting') this.spawnNow(gen);
+        if (gen !== this.generation || this._state !== 'starting') return;
+        // In a burst, starts are spread over turns of the event loop (start-turns.ts).
+        queueStart(() => {
+          if (gen === this.generation && this._state === 'starting') this.spawnNow(gen);
+        });
       });
   }
 
