@@ -2,9 +2,17 @@
 // size, its owner, its bytes) comes from ONE open descriptor. Asking the path again later (stat,
 // lstat, readFile) would ask about whatever is at the path by then: renaming another user's file
 // over one's own between the read and a later lstat made one user's content run as the other.
-import { constants as fsConstants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import fs, { constants as fsConstants } from 'node:fs';
 import { withTransientFd } from '../process/fdbudget.js';
+
+// The callback API on a plain descriptor: the same system calls as a FileHandle, with less work
+// on the main thread per call (no FileHandle object to track and close through promises), which
+// counted in a burst of 1,000 files (issue 13).
+const openFd = (file: string, flags: number): Promise<number> => new Promise((resolve, reject) => fs.open(file, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
+const fstatFd = (fd: number): Promise<fs.Stats> => new Promise((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
+const readFd = (fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.read(fd, buffer, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+const closeFd = (fd: number): Promise<void> => new Promise((resolve) => fs.close(fd, () => resolve()));
 
 /** Largest vassal file accepted, in bytes. Real ones are a few hundred bytes. */
 export const MAX_VASSAL_FILE_BYTES = 64 * 1024;
@@ -80,11 +88,11 @@ function kindOf(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boo
  * that changed meanwhile has another size or mtime in the second fstat (readVassalFile), and a
  * buffer sized by fstat spares allocating and zeroing 64 KiB for each read of a small file.
  */
-async function readCapped(handle: FileHandle, size: number): Promise<Buffer | undefined> {
+async function readCapped(fd: number, size: number): Promise<Buffer | undefined> {
   const buffer = Buffer.allocUnsafe(Math.min(size, MAX_VASSAL_FILE_BYTES) + 1);
   let total = 0;
   while (total < buffer.length) {
-    const { bytesRead } = await handle.read(buffer, total, buffer.length - total, total);
+    const bytesRead = await readFd(fd, buffer, total, buffer.length - total, total);
     if (bytesRead === 0) break;
     total += bytesRead;
     if (total === size) break;
@@ -104,28 +112,28 @@ export function readVassalFile(file: string, opts: ReadOptions): Promise<FileRea
 
 async function readThroughOneFd(file: string, opts: ReadOptions): Promise<FileRead> {
   const flags = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY | (opts.followSymlinks ? 0 : fsConstants.O_NOFOLLOW);
-  let handle: FileHandle;
+  let fd: number;
   try {
-    handle = await open(file, flags);
+    fd = await openFd(file, flags);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException | undefined)?.code;
     if (code === 'ENOENT') return { kind: 'gone' };
     return { kind: 'refused', problem: fsProblem(error, opts.followSymlinks), facts: undefined, ...(code ? { code } : {}) };
   }
   try {
-    const st = await handle.stat();
+    const st = await fstatFd(fd);
     const facts = factsOf(st);
     if (!st.isFile()) return { kind: 'refused', problem: `is ${kindOf(st)}, not a regular file`, facts, code: st.isDirectory() ? 'EISDIR' : 'ENOTREG' };
     // From fstat, before reading: a sparse 100 GB file is refused without touching its pages.
     if (st.size > MAX_VASSAL_FILE_BYTES) return { kind: 'refused', problem: tooLarge(st.size), facts, code: 'EFBIG' };
-    const bytes = await readCapped(handle, st.size);
-    const after = factsOf(await handle.stat());
+    const bytes = await readCapped(fd, st.size);
+    const after = factsOf(await fstatFd(fd));
     if (bytes === undefined) return { kind: 'refused', problem: tooLarge(after.size), facts: after, code: 'EFBIG' };
     if (signatureOf(after) !== signatureOf(facts) || after.uid !== facts.uid || after.mode !== facts.mode) return { kind: 'changing', facts: after };
     return { kind: 'read', bytes, facts };
   } catch (error) {
     return { kind: 'refused', problem: fsProblem(error, opts.followSymlinks), facts: undefined };
   } finally {
-    await handle.close().catch(() => undefined);
+    await closeFd(fd);
   }
 }
