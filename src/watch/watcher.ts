@@ -46,6 +46,9 @@ export interface WatcherOptions {
   readonly load?: LoadOptions;
 }
 
+/** Stats a periodic rescan has in flight at once (see rescan()). */
+const RESCAN_LANES = 8;
+
 interface Known {
   /** Hash of the content last reported. */
   hash: string;
@@ -194,20 +197,32 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
       return;
     }
     const present = new Set<string>();
-    await Promise.all(
-      names.map(async (name) => {
-        if (classifyVassalFile(name).kind === 'ignored') return;
-        const file = path.join(this.dir, name);
-        // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once. The
-        // stat only says whether to look again; what the file is, read() asks its descriptor.
-        const st = await this.statEntry(file);
-        if (!st) return;
-        present.add(file);
-        const k = this.known.get(file);
-        if (initial) await this.process(file);
-        else if (!k || k.sig !== signatureOf(st)) this.touch(file, 'rescan');
-      }),
-    );
+    const visit = async (name: string): Promise<void> => {
+      if (classifyVassalFile(name).kind === 'ignored') return;
+      const file = path.join(this.dir, name);
+      // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once. The
+      // stat only says whether to look again; what the file is, read() asks its descriptor.
+      const st = await this.statEntry(file);
+      if (!st) return;
+      present.add(file);
+      const k = this.known.get(file);
+      if (initial) await this.process(file);
+      else if (!k || k.sig !== signatureOf(st)) this.touch(file, 'rescan');
+    };
+    if (initial) {
+      // Start-up: every file is read at once, as fast as the thread pool goes.
+      await Promise.all(names.map(visit));
+    } else {
+      // The periodic safety net runs every 10 s for as long as the emperor lives. With all stats
+      // in flight at once, 1,000 files meant 1,000 live promises and Stats objects across each
+      // young-generation GC: promoted, then collected by a full mark-compact, which made most of
+      // the idle CPU with 1,000 vassals (issue 13). A few at a time, each dies young.
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        while (next < names.length && !this.closed) await visit(names[next++]!);
+      };
+      await Promise.all(Array.from({ length: Math.min(RESCAN_LANES, names.length) }, lane));
+    }
     for (const file of this.known.keys()) if (!present.has(file)) this.touch(file, 'rescan');
   }
 
