@@ -201,6 +201,10 @@ typedef struct {
   long open_files;     // RLIMIT_NOFILE, or -1
   int pdeathsig;       // 0 = none
   pid_t parent;        // to catch a parent that died before the signal was armed
+  // The child's own /proc/self/stat, read before its exec: its start time (field 22) without
+  // the emperor reading /proc/<pid>/stat afterwards, which can wait for the child's exec.
+  char stat[1024];
+  volatile int stat_len;
   // Written by the child when a step fails (it then _exits), read by the parent after the clone.
   volatile int err;
   volatile int stage;
@@ -259,6 +263,12 @@ static int child_main(void *arg) {
     // The emperor died between the clone and the prctl: the signal will never come.
     if (getppid() != a->parent) _exit(127);
   }
+  int sfd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (sfd >= 0) {
+    ssize_t n = read(sfd, a->stat, sizeof a->stat - 1);
+    a->stat_len = n > 0 ? (int)n : 0;
+    close(sfd);
+  }
   unsigned long none = 0;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
   execve(a->file, a->argv, a->envp);
@@ -297,7 +307,7 @@ static napi_value throw_stage(napi_env env, child_args_t *a) {
   return NULL;
 }
 
-// spawn(file, argv, envp, cwd, stdio, join, openFiles, pdeathsig, onExit) -> { pid, fds }
+// spawn(file, argv, envp, cwd, stdio, join, openFiles, pdeathsig, onExit) -> { pid, fds, stat }
 //   file: the executable's path (resolved by the caller; no PATH search here)
 //   stdio: one entry per child fd from 0: 0 = /dev/null, 1 = a socketpair (its other end is
 //          returned in fds at the same index, close-on-exec; -1 elsewhere)
@@ -305,6 +315,7 @@ static napi_value throw_stage(napi_env env, child_args_t *a) {
 //   openFiles: RLIMIT_NOFILE (soft and hard) for the child, or -1
 //   pdeathsig: signal number the child gets when the emperor dies, or 0
 //   onExit(code, signal): once, when the child has exited and been reaped (signal is a number)
+//   stat: the child's /proc/self/stat as read just before its exec ('' when it could not)
 static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
   size_t argc = 9;
   napi_value args[9];
@@ -442,6 +453,9 @@ static napi_value spawn_child(napi_env env, napi_callback_info cbinfo) {
   }
   napi_set_named_property(env, result, "pid", jpid);
   napi_set_named_property(env, result, "fds", jfds);
+  napi_value jstat;
+  napi_create_string_utf8(env, a.stat, (size_t)a.stat_len, &jstat);
+  napi_set_named_property(env, result, "stat", jstat);
   ret = result;
 
 out:

@@ -483,7 +483,8 @@ void test('pdeathsig: the vassal leader dies with its SIGKILLed parent, with or 
     const { parent, info } = await startParent(s, 'pdeathsig', { PATH });
     const leader = pidOf(info, 'leader');
     assert.ok(leader > 0);
-    assert.equal(cmdline(leader)[0], process.execPath, 'argv ran directly, not through setpriv');
+    // The start returns once the child has begun its exec; its new argv shows a moment later.
+    await waitFor(() => cmdline(leader)[0] === process.execPath, 'the app to be exec\'d directly, not through setpriv');
     parent.kill('SIGKILL');
     await within(exitOf(parent), 'parent exit');
     await waitFor(() => gone(leader), 'the vassal leader to die with its parent');

@@ -31,21 +31,28 @@ export function findExecutable(cmd: string, cwd: string, pathVar: string | undef
   return undefined;
 }
 
-/** Why argv cannot be started in cwd, or undefined when it can. */
-export function launchProblem(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): string | undefined {
+/** Where argv[0] is, as execvp would find it, or why argv cannot be started in cwd. */
+export function resolveLaunch(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): { file: string } | { problem: string } {
   const cmd = argv[0];
-  if (cmd === undefined || cmd === '') return 'empty command line';
+  if (cmd === undefined || cmd === '') return { problem: 'empty command line' };
   let isDir = false;
   try {
     isDir = fs.statSync(cwd).isDirectory();
   } catch {
-    return `working directory does not exist: ${cwd}`;
+    return { problem: `working directory does not exist: ${cwd}` };
   }
-  if (!isDir) return `working directory is not a directory: ${cwd}`;
-  if (findExecutable(cmd, cwd, env.PATH) !== undefined) return undefined;
-  if (!cmd.includes('/')) return `command not found: ${cmd} (searched PATH)`;
+  if (!isDir) return { problem: `working directory is not a directory: ${cwd}` };
+  const found = findExecutable(cmd, cwd, env.PATH);
+  if (found !== undefined) return { file: found };
+  if (!cmd.includes('/')) return { problem: `command not found: ${cmd} (searched PATH)` };
   const file = path.resolve(cwd, cmd);
-  return fs.existsSync(file) ? `not an executable file: ${file}` : `command not found: ${file}`;
+  return { problem: fs.existsSync(file) ? `not an executable file: ${file}` : `command not found: ${file}` };
+}
+
+/** Why argv cannot be started in cwd, or undefined when it can. */
+export function launchProblem(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): string | undefined {
+  const r = resolveLaunch(argv, cwd, env);
+  return 'problem' in r ? r.problem : undefined;
 }
 
 let setpriv: { path: string | undefined } | undefined;

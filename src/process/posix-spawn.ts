@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import { constants } from 'node:os';
 import type { Duplex } from 'node:stream';
+import { parseStat } from './procfs.js';
 
 interface Addon {
   spawn(
@@ -22,7 +23,7 @@ interface Addon {
     openFiles: number,
     pdeathsig: number,
     onExit: (code: number | null, signal: number | null) => void,
-  ): { pid: number; fds: number[] };
+  ): { pid: number; fds: number[]; stat: string };
 }
 
 /** Where `npm run build` (node-gyp) puts the addon, from dist/src/process. */
@@ -53,6 +54,8 @@ export interface Spawned {
   readonly pid: number;
   /** The emperor's end of each child fd asked for as a pipe (a unix socketpair, as libuv's 'pipe'), else undefined. */
   readonly stdio: ReadonlyArray<Duplex | undefined>;
+  /** /proc/<pid>/stat starttime, as the child read it before its exec. */
+  readonly startTime: string | undefined;
 }
 
 /** What the child does to itself before it execs, in this order (each failure is the spawn's error). */
@@ -84,11 +87,12 @@ export function posixSpawn(
   if (spawnBackend().backend !== 'posix_spawn') return undefined;
   const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   const pdeathsig = setup.parentDeathSignal === undefined ? 0 : constants.signals[setup.parentDeathSignal];
-  const { pid, fds } = load()!.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), setup.join, setup.openFiles ?? -1, pdeathsig, (code, signal) =>
+  const { pid, fds, stat } = load()!.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), setup.join, setup.openFiles ?? -1, pdeathsig, (code, signal) =>
     onExit(code, signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null)),
   );
   return {
     pid,
+    startTime: parseStat(stat)?.startTime,
     // Readable and writable, as child_process makes every piped fd: fd 3 is a two-way channel.
     stdio: fds.map((fd) => (fd < 0 ? undefined : new net.Socket({ fd, readable: true, writable: true }))),
   };

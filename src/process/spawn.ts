@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { fdExhausted, fdShortage } from './fdbudget.js';
 import { GroupProbe, signalGroup } from './group.js';
-import { findExecutable, launchProblem, setprivPath, wrapLaunch } from './launch.js';
+import { resolveLaunch, setprivPath, wrapLaunch } from './launch.js';
 import { posixSpawn, spawnBackend, type ChildSetup } from './posix-spawn.js';
 import { readStatSync } from './procfs.js';
 import { identityArgs } from './identity.js';
@@ -42,8 +42,8 @@ export function notStarted(error: string): VassalProcess {
 }
 
 export function spawnVassal(req: SpawnRequest): VassalProcess {
-  const problem = launchProblem(req.argv, req.cwd, req.env);
-  if (problem !== undefined) return notStarted(problem);
+  const resolved = resolveLaunch(req.argv, req.cwd, req.env);
+  if ('problem' in resolved) return notStarted(resolved.problem);
 
   const placement = req.placement;
   const cgroup = placement?.cgroup;
@@ -93,12 +93,16 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     const oom = (placement?.oomKills() ?? 0) > oomBefore;
     settle({ code, signal, ...(oom ? { oomKilled: true } : {}) });
   };
-  const started = start(file, args, req, stdio, setup, onExit, settle);
+  // The app's path was found above; only another first word (setpriv) is looked up again.
+  const started = start(file === req.argv[0] ? resolved.file : file, file, args, req, stdio, setup, onExit, settle);
   if ('failed' in started) {
     if (!started.later) settle({ code: null, signal: null, error: started.failed });
     return { ...notStarted(started.failed), exited };
   }
   const { pid, pipes } = started;
+  // Read now, while the leader cannot have been reaped yet (that needs this event loop); the
+  // native start has it from the child itself.
+  const startTime = started.startTime ?? readStatSync(pid)?.startTime;
   req.output?.attach([
     [pipes[1], 'stdout'],
     [pipes[2], 'stderr'],
@@ -113,8 +117,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     pgid: pid,
     ...(notifyStream ? { notify: notifyStream } : {}),
     ...(emperorStream ? { emperor: emperorStream } : {}),
-    // Read now, while the leader cannot have been reaped yet (that needs this event loop).
-    startTime: readStatSync(pid)?.startTime,
+    startTime,
     exited,
     ...(cgroup ? { cgroup: cgroup.dir, whenGone: (ms: number) => cgroup.whenEmpty(ms) } : {}),
     ...(placement && placement.procsFiles.length > 0 ? { joined: placement.procsFiles } : {}),
@@ -136,6 +139,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
  * detail through its 'error' event, which settles the exit itself).
  */
 function start(
+  path: string,
   file: string,
   args: readonly string[],
   req: SpawnRequest,
@@ -143,15 +147,12 @@ function start(
   setup: ChildSetup,
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
   settle: (info: ExitInfo) => void,
-): { pid: number; pipes: ReadonlyArray<Duplex | undefined> } | { failed: string; later?: boolean } {
+): { pid: number; pipes: ReadonlyArray<Duplex | undefined>; startTime?: string | undefined } | { failed: string; later?: boolean } {
   if (spawnBackend().backend === 'posix_spawn') {
-    // posix_spawn does no PATH search; the lookup is execvp's (launchProblem found it already).
-    const path = findExecutable(file, req.cwd, req.env.PATH);
-    if (path === undefined) return { failed: `spawn failed: command not found: ${file}` };
     try {
       const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, setup, onExit)!;
       for (const s of spawned.stdio) s?.on('error', () => undefined);
-      return { pid: spawned.pid, pipes: spawned.stdio };
+      return { pid: spawned.pid, pipes: spawned.stdio, startTime: spawned.startTime };
     } catch (err) {
       return { failed: spawnError(err) };
     }
