@@ -476,17 +476,24 @@ void test('exited resolves on the leader exit while a grandchild keeps the stdou
 
 // ---- an emperor that dies by SIGKILL ----------------------------------------------------
 
+/** Starts parent.js in pdeathsig mode, waits until its vassal runs the app, SIGKILLs the parent. */
+async function orphanLeader(s: Scratch, parentEnv: Record<string, string>): Promise<number> {
+  const { parent, info } = await startParent(s, 'pdeathsig', parentEnv);
+  const leader = pidOf(info, 'leader');
+  assert.ok(leader > 0);
+  // The start returns once the child has begun its exec (or setpriv has); the app's argv shows
+  // a moment later, and only then is the parent-death signal certainly armed.
+  await waitFor(() => cmdline(leader)[0] === process.execPath, 'the app to be exec\'d');
+  parent.kill('SIGKILL');
+  await within(exitOf(parent), 'parent exit');
+  return leader;
+}
+
 void test('pdeathsig: the vassal leader dies with its SIGKILLed parent, with or without setpriv on PATH', async (t) => {
   const s = scratch(t);
   // The native start arms the parent-death signal in the child itself, before it execs the app.
   for (const PATH of [env.PATH, path.join(s.dir, 'empty-path')]) {
-    const { parent, info } = await startParent(s, 'pdeathsig', { PATH });
-    const leader = pidOf(info, 'leader');
-    assert.ok(leader > 0);
-    // The start returns once the child has begun its exec; its new argv shows a moment later.
-    await waitFor(() => cmdline(leader)[0] === process.execPath, 'the app to be exec\'d directly, not through setpriv');
-    parent.kill('SIGKILL');
-    await within(exitOf(parent), 'parent exit');
+    const leader = await orphanLeader(s, { PATH });
     await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
   }
 });
@@ -494,21 +501,10 @@ void test('pdeathsig: the vassal leader dies with its SIGKILLed parent, with or 
 void test('pdeathsig with child_process: through setpriv; without it on PATH the vassal still starts, unprotected', async (t) => {
   const s = scratch(t);
   if (setprivPath() !== undefined) {
-    const { parent, info } = await startParent(s, 'pdeathsig', { ...env, EMPEROR_SPAWN: 'fork' });
-    const leader = pidOf(info, 'leader');
-    assert.ok(leader > 0);
-    // setpriv sets the parent-death signal before it execs: only then is the vassal protected.
-    await waitFor(() => cmdline(leader)[0] === process.execPath, 'setpriv to exec the app');
-    parent.kill('SIGKILL');
-    await within(exitOf(parent), 'parent exit');
+    const leader = await orphanLeader(s, { ...env, EMPEROR_SPAWN: 'fork' });
     await waitFor(() => gone(leader), 'the vassal leader to die with its parent');
   }
-  const { parent, info } = await startParent(s, 'pdeathsig', { PATH: path.join(s.dir, 'empty-path'), EMPEROR_SPAWN: 'fork' });
-  const leader = pidOf(info, 'leader');
-  assert.ok(leader > 0);
-  assert.equal(cmdline(leader)[0], process.execPath, 'argv ran directly, not through setpriv');
-  parent.kill('SIGKILL');
-  await within(exitOf(parent), 'parent exit');
+  const leader = await orphanLeader(s, { PATH: path.join(s.dir, 'empty-path'), EMPEROR_SPAWN: 'fork' });
   // A parent-death signal is sent before the parent can be reaped, so it would be visible now.
   const status = fs.readFileSync(`/proc/${leader}/status`, 'utf8');
   const pending = [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].reduce((acc, m) => acc | BigInt(`0x${m[1]}`), 0n);

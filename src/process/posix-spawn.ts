@@ -73,7 +73,7 @@ export interface ChildSetup {
  * `stdio[i]` is 'pipe' or 'ignore' (/dev/null) for the child's fd i. onExit is called once,
  * after the child was reaped. Throws an Error with `code` (ENOENT, EACCES, EAGAIN, EMFILE...)
  * when it could not start, or a set-up step failed; nothing is left open or running then.
- * Undefined when the addon is not used.
+ * Only when spawnBackend() says 'posix_spawn' (the caller asks once per start).
  */
 export function posixSpawn(
   file: string,
@@ -83,11 +83,12 @@ export function posixSpawn(
   stdio: ReadonlyArray<'pipe' | 'ignore'>,
   setup: ChildSetup,
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
-): Spawned | undefined {
-  if (spawnBackend().backend !== 'posix_spawn') return undefined;
+): Spawned {
+  const addon = load();
+  if (addon === undefined) throw new Error('the posix_spawn addon is not built');
   const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   const pdeathsig = setup.parentDeathSignal === undefined ? 0 : constants.signals[setup.parentDeathSignal];
-  const { pid, fds, stat } = load()!.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), setup.join, setup.openFiles ?? -1, pdeathsig, (code, signal) =>
+  const { pid, fds, stat } = addon.spawn(file, argv, envp, cwd, stdio.map((s) => (s === 'pipe' ? 1 : 0)), setup.join, setup.openFiles ?? -1, pdeathsig, (code, signal) =>
     onExit(code, signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null)),
   );
   return {

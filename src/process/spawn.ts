@@ -94,7 +94,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
     settle({ code, signal, ...(oom ? { oomKilled: true } : {}) });
   };
   // The app's path was found above; only another first word (setpriv) is looked up again.
-  const started = start(file === req.argv[0] ? resolved.file : file, file, args, req, stdio, setup, onExit, settle);
+  const started = start(native, file === req.argv[0] ? resolved.file : file, file, args, req, stdio, setup, onExit, settle);
   if ('failed' in started) {
     if (!started.later) settle({ code: null, signal: null, error: started.failed });
     return { ...notStarted(started.failed), exited };
@@ -139,6 +139,7 @@ export function spawnVassal(req: SpawnRequest): VassalProcess {
  * detail through its 'error' event, which settles the exit itself).
  */
 function start(
+  native: boolean,
   path: string,
   file: string,
   args: readonly string[],
@@ -148,9 +149,9 @@ function start(
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
   settle: (info: ExitInfo) => void,
 ): { pid: number; pipes: ReadonlyArray<Duplex | undefined>; startTime?: string | undefined } | { failed: string; later?: boolean } {
-  if (spawnBackend().backend === 'posix_spawn') {
+  if (native) {
     try {
-      const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, setup, onExit)!;
+      const spawned = posixSpawn(path, [file, ...args], req.env, req.cwd, stdio, setup, onExit);
       for (const s of spawned.stdio) s?.on('error', () => undefined);
       return { pid: spawned.pid, pipes: spawned.stdio, startTime: spawned.startTime };
     } catch (err) {
