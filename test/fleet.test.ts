@@ -262,7 +262,10 @@ describe('fleet mode', () => {
     process.kill(holder.pid, 'SIGSTOP');
     try {
       // Its instance dies while it is frozen (only the guardian can do that), then another node runs one.
-      await waitFor(() => sampler.pids(marker).length === 1 && sampler.pids(marker)[0] !== first, 'another node runs it while the holder is frozen', WAIT_MS);
+      await waitFor(() => sampler.pids(marker).length === 1 && sampler.pids(marker)[0] !== first, 'another node runs it while the holder is frozen', WAIT_MS).catch((err: unknown) => {
+        // CI shows only the output: say what ran and what the frozen holder had logged.
+        throw new Error(`${err instanceof Error ? err.message : String(err)}; instances now: ${sampler.pids(marker).join(', ') || 'none'} (first ${first}); the holder's log:\n${holder.tail(30)}`);
+      });
       assert.notEqual(holderOf(nodes, marker), holder);
     } finally {
       process.kill(holder.pid, 'SIGCONT');

@@ -31,6 +31,7 @@ import { MirrorTap } from '../src/output/mirror.js';
 import { silentLogger } from '../src/log/logger.js';
 import { newSpawnId, SPAWN_ID_VAR } from '../src/process/records.js';
 import { fixture } from './support/paths.js';
+import { readOwnCgroups, readProcs } from '../src/process/cgroupfs.js';
 import { waitFor } from './support/wait.js';
 
 // Fixtures that play the emperor import the compiled module from wherever this build lives.
@@ -563,6 +564,66 @@ void test('guardian: its death does not hurt the emperor, and it is replaced on 
   assert.ok(second > 0 && second !== first && alive(second), 'a new guardian runs');
   await within(guardian.close(), 'guardian close');
   assert.ok(gone(second));
+});
+
+/** Centiseconds of /proc/uptime from now: the clock of the guardian's fence deadline. */
+const uptimeIn = (cs: number): number => Math.round(Number(fs.readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 100) + cs;
+
+/** Spin without yielding, so nothing queued for a later turn (a batched write, a reap) can happen. */
+const spinUntil = (done: () => boolean, ms: number): boolean => {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline);
+  return done();
+};
+
+void test('guardian: a fleet instance is known to it as soon as addFenced returns, and killed at the deadline', async (t) => {
+  const s = scratch(t);
+  const guardian = new Guardian();
+  guardian.start();
+  s.killGroup(guardian.pid);
+  t.after(() => guardian.close());
+  guardian.setFenceDeadline(uptimeIn(20));
+  await new Promise((resolve) => setImmediate(resolve));
+  const fenced = start(s, ['sleep', '1000']);
+  const spared = start(s, ['sleep', '1000']);
+  guardian.add(spared.pgid);
+  guardian.addFenced(fenced.pgid, null);
+  // An emperor frozen right after the spawn never runs another turn: the line must be out already.
+  assert.ok(spinUntil(() => readStatSync(fenced.pid)?.state === 'Z', 10_000), 'the guardian killed the instance while the event loop was blocked');
+  assert.deepEqual(await within(fenced.exited, 'exit'), { code: null, signal: 'SIGKILL' });
+  assert.ok(spared.groupAlive(), 'a vassal that is not a fleet instance is left alone');
+});
+
+void test('guardian: a fleet start announced by its cgroup is fenced even if its pid never reaches the guardian', async (t) => {
+  const s = scratch(t);
+  const own = readOwnCgroups().v2;
+  assert.ok(own !== undefined, 'a cgroup2 hierarchy (the product runs as root with cgroups)');
+  const dir = fs.mkdtempSync(path.join(own, 'emperor-test-fence-'));
+  assert.ok(fs.existsSync(path.join(dir, 'cgroup.kill')), `${dir} has cgroup.kill (kernel 5.14 or later)`);
+  const guardian = new Guardian();
+  guardian.start();
+  s.killGroup(guardian.pid);
+  t.after(async () => {
+    await guardian.close();
+    await waitFor(() => readProcs(dir).length === 0, 'the test cgroup to empty');
+    fs.rmdirSync(dir);
+  });
+  guardian.expectFenced(dir);
+  // Joins the cgroup before exec, as a fleet instance does; the emperor is "frozen" before addFenced.
+  const proc = start(s, ['sleep', '1000'], { placement: { procsFiles: [path.join(dir, 'cgroup.procs')], cgroup: undefined, oomKills: () => undefined } });
+  assert.deepEqual(readProcs(dir), [proc.pid]);
+  guardian.setFenceDeadline(uptimeIn(20));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(await within(proc.exited, 'the guardian to kill the announced cgroup at the deadline'), { code: null, signal: 'SIGKILL' });
+  // A start that failed is forgotten: nothing of it is killed at a later deadline.
+  guardian.unexpectFenced(dir);
+  const later = start(s, ['sleep', '1000'], { placement: { procsFiles: [path.join(dir, 'cgroup.procs')], cgroup: undefined, oomKills: () => undefined } });
+  const witness = start(s, ['sleep', '1000']);
+  guardian.addFenced(witness.pgid, null);
+  guardian.setFenceDeadline(uptimeIn(0));
+  assert.deepEqual(await within(witness.exited, 'the fence to run again'), { code: null, signal: 'SIGKILL' });
+  assert.ok(later.groupAlive(), 'the cgroup of the forgotten announcement was left alone');
+  assert.deepEqual(await stopGroup(later, 'SIGTERM', 10000), { forced: false, lingering: false });
 });
 
 // ---- pid records ------------------------------------------------------------------------

@@ -422,7 +422,14 @@ export class Emperor {
       baseEnv: this.baseEnv,
       ...(this.opts.uwsgiBin ? { uwsgiBin: this.opts.uwsgiBin } : {}),
       // A fleet instance is also killed by the guardian when its claim may have lapsed.
-      guardian: fleet ? { add: (pgid, cgroup) => this.guardian.addFenced(pgid, cgroup), remove: (pgid) => this.guardian.remove(pgid) } : this.guardian,
+      guardian: fleet
+        ? {
+            add: (pgid, cgroup) => this.guardian.addFenced(pgid, cgroup),
+            remove: (pgid) => this.guardian.remove(pgid),
+            expect: (cgroup) => this.guardian.expectFenced(cgroup),
+            unexpect: (cgroup) => this.guardian.unexpectFenced(cgroup),
+          }
+        : this.guardian,
       ...(fleet ? { mayStart: (s: VassalSpec) => (this.fleetNode ? this.fleetNode.mayStart(s.name) : 'fleet mode is not running') } : {}),
       records: this.records,
       containment: { prepare: (n, l) => this.containment.prepare(n, l), release: (n) => this.containment.release(n), precreate: (n) => this.containment.precreate(n) },

@@ -26,10 +26,12 @@ trap '' INT TERM HUP
 # timer subshell kills them at the deadline unless re-armed first, so a frozen emperor (SIGSTOP,
 # a long GC) cannot keep them running past the lease. Every change re-arms, so the timer's copy
 # of the list is never stale (a stale pgid could have been reused by another process).
+# P<n> <cgroup>: a fleet instance is about to start in that cgroup (announced before the spawn,
+# so an emperor frozen between the spawn and its F line cannot leave it unfenced); x<n> drops it.
 fence() {
   set | while IFS= read -r v; do
     case $v in
-      c_[0-9]*=*) v=\${v#*=}; v=\${v#\\'}; v=\${v%\\'}; [ -e "$v/cgroup.kill" ] && echo 1 > "$v/cgroup.kill" ;;
+      c_[0-9]*=*|p_[0-9]*=*) v=\${v#*=}; v=\${v#\\'}; v=\${v%\\'}; [ -e "$v/cgroup.kill" ] && echo 1 > "$v/cgroup.kill" ;;
     esac
   done 2>/dev/null
   set | while IFS= read -r v; do
@@ -63,6 +65,9 @@ while IFS= read -r l; do
   case $l in
     quit) untime; exit 0 ;;
     D*) dl=\${l#D}; case $dl in *[!0-9]*) dl= ;; esac; arm; continue ;;
+    P*) r=\${l#P}; id=\${r%% *}; case $id in ''|*[!0-9]*) continue ;; esac
+      case $r in *' '/*) eval "p_$id=\\\${r#* }"; arm ;; esac; continue ;;
+    x*) id=\${l#x}; case $id in ''|*[!0-9]*) continue ;; esac; unset "p_$id"; continue ;;
     F*) r=\${l#F}; id=\${r%% *}; cg=; case $r in *' '*) cg=\${r#* } ;; esac ;;
     [+-]*) id=\${l#?} ;;
     *) continue ;;
@@ -120,6 +125,9 @@ const noop = (): void => undefined;
 
 const fencedLine = (pgid: number, cgroup: string | null): string => (cgroup ? `F${pgid} ${cgroup}` : `F${pgid}`);
 
+/** A cgroup path the script cannot misread (no newline, quote or space); others are left out. */
+const safeCgroup = (cgroup: string | null): string | null => (cgroup !== null && /^\/[A-Za-z0-9_.@/+:-]*$/.test(cgroup) ? cgroup : null);
+
 function launch(cgroupDirs: readonly string[]): Running {
   let child: ChildProcess;
   try {
@@ -149,6 +157,9 @@ export class Guardian {
   private readonly groups = new Set<number>();
   /** Fleet instances' groups (and cgroups): killed at the fence deadline too. */
   private readonly fenced = new Map<number, string | null>();
+  /** Fleet starts announced before their spawn: cgroup dir → the token of its P line. */
+  private readonly expected = new Map<string, number>();
+  private nextToken = 1;
   /** The fence deadline line last sent ("D<cs>", or "D" for none), replayed to a new guardian. */
   private deadlineLine = 'D';
   private cgroupDirs: readonly string[] = [];
@@ -172,6 +183,7 @@ export class Guardian {
     });
     // After a restart the new guardian must know every group the old one did.
     for (const pgid of this.groups) this.send(this.fenced.has(pgid) ? fencedLine(pgid, this.fenced.get(pgid) ?? null) : `+${pgid}`);
+    for (const [cgroup, token] of this.expected) this.send(`P${token} ${cgroup}`);
     this.send(this.deadlineLine);
   }
 
@@ -182,11 +194,38 @@ export class Guardian {
   addFenced(pgid: number, cgroup: string | null): void {
     if (!Number.isInteger(pgid) || pgid < 2) return;
     // A path the script could misread (a newline, a quote) is left to the process-group kill.
-    const cg = cgroup !== null && /^\/[A-Za-z0-9_.@/+:-]*$/.test(cgroup) ? cgroup : null;
+    const cg = safeCgroup(cgroup);
     this.groups.add(pgid);
     this.fenced.set(pgid, cg);
     if (this.started && !this.running) this.start();
     else this.send(fencedLine(pgid, cg));
+    if (cgroup !== null) this.unexpectFenced(cgroup);
+    // Not batched: until the guardian has this line, a freeze of the emperor would leave the
+    // instance running past the lease (only the announced cgroup, if any, covers it).
+    this.writeQueued();
+  }
+
+  /**
+   * A fleet instance is about to start in `cgroup`: the guardian kills that cgroup at the fence
+   * deadline from now on, so the instance is fenced from its first instruction even if this
+   * process is frozen (SIGSTOP, a long pause) between the spawn and addFenced. Written at once.
+   */
+  expectFenced(cgroup: string): void {
+    const cg = safeCgroup(cgroup);
+    if (cg === null || this.expected.has(cg)) return;
+    const token = this.nextToken++;
+    this.expected.set(cg, token);
+    if (this.started && !this.running) this.start();
+    else this.send(`P${token} ${cg}`);
+    this.writeQueued();
+  }
+
+  /** The announced start happened (addFenced) or failed: forget the announcement. */
+  unexpectFenced(cgroup: string): void {
+    const token = this.expected.get(cgroup);
+    if (token === undefined) return;
+    this.expected.delete(cgroup);
+    this.send(`x${token}`);
   }
 
   /**

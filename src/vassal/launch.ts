@@ -56,6 +56,7 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
   env[SPAWN_ID_VAR] = spawnId;
   const argv = argvOf(ctx, spec);
   let proc: VassalProcess;
+  let expected: string | undefined;
   try {
     const refusal = ctx.mayStart?.(spec);
     if (refusal !== undefined) throw new Error(refusal);
@@ -64,6 +65,8 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
       throw new Error(`${spec.file}: the uWSGI binary ${JSON.stringify(bin)} was not found${bin.includes('/') ? '' : ' on PATH'}; install uWSGI (Debian: uwsgi and uwsgi-plugin-python3) or name it with --uwsgi-bin`);
     }
     const placement = ctx.containment?.prepare(spec.name, spec.limits);
+    expected = placement?.cgroup?.dir;
+    if (expected !== undefined) ctx.guardian.expect?.(expected);
     proc = (ctx.spawn ?? spawnVassal)({
       notify,
       identity,
@@ -87,6 +90,8 @@ export function launchProcess(ctx: VassalContext, spec: VassalSpec, log: VassalL
       .write(spec.name, { pid: proc.pid, pgid: proc.pgid, startTime: proc.startTime, argv, emperorPid: process.pid, spawnId })
       .catch((err: unknown) => log('warn', 'record-failed', `could not write pid record: ${String(err)}`));
     log('info', 'spawned', `spawned pid ${proc.pid}`, { pid: proc.pid });
+  } else if (expected !== undefined) {
+    ctx.guardian.unexpect?.(expected);
   }
   return { proc, env, identity, link: new EmperorLink(proc.emperor) };
 }

@@ -21,7 +21,13 @@ export interface VassalContext {
   /** Environment every vassal inherits (secrets already removed). */
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Kills recorded groups if the emperor dies without cleaning up. */
-  readonly guardian: { add(pgid: number, cgroup: string | null): void; remove(pgid: number): void };
+  readonly guardian: {
+    add(pgid: number, cgroup: string | null): void;
+    remove(pgid: number): void;
+    /** Fleet instances: the cgroup a start is about to use, told to the guardian before the spawn. */
+    expect?(cgroup: string): void;
+    unexpect?(cgroup: string): void;
+  };
   /**
    * Asked right before each spawn; a reason refuses it (a failed start). A fleet instance may
    * start only while its node's claim on it is valid.
