@@ -17,7 +17,8 @@ import { createRequire } from 'node:module';
 import { PARSER_IDLE_MS } from '../src/config/parse-pool.js';
 import { BenchEmperor, addCleanup, makeWorkspace, type Workspace } from './harness.js';
 import type { Row, RowStatus, Section, SectionContext } from './types.js';
-import { cpuNs, fmtMs, loadAvg, machineBusyPct, machineTicks, percentile, sleep, statusKb, waitForQuiet, withTimeout } from './util.js';
+import { FloorSpawner } from './floor.js';
+import { cpuNs, fmtMs, loadAvg, machineBusyPct, machineTicks, percentile, sleep, statusKb, waitForQuiet, which, withTimeout } from './util.js';
 
 const SECTION = 'peers';
 const SINGLES = 30;
@@ -133,11 +134,6 @@ function run(file: string, args: readonly string[], env: NodeJS.ProcessEnv = pro
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(file)} ${args.slice(0, 3).join(' ')} exited ${code}: ${err.trim().slice(-500)}`))));
   });
 }
-
-const which = (bin: string): string | undefined => {
-  const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-};
 
 const pidFrom = async (file: string): Promise<number | undefined> => {
   const n = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
@@ -375,59 +371,33 @@ class UwsgiPeer implements Peer {
 }
 
 /**
- * Not a supervisor: the machine's floor. One python3 process that posix_spawns each app the
- * moment its name arrives on stdin (glibc's posix_spawn, no page tables copied: the cheapest
- * start there is) and kills it on `-NAME`; nothing else (no files read, no logs, no process
- * groups, no records). What no supervisor can beat on this machine, shown beside them so a
- * target the machine cannot reach is seen as such; never compared against.
+ * Not a supervisor: the machine's floor (bench/floor.ts). One python3 process that posix_spawns
+ * each app the moment its name arrives and SIGTERMs it on `-NAME`, and does nothing else. What
+ * no supervisor can beat on this machine, shown beside them so a target the machine cannot reach
+ * is seen as such; never compared against.
  */
-const FLOOR_LAUNCHER = `
-import os, signal, sys
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps: nothing to wait for
-app, pids = sys.argv[1], {}
-def bye(*_):  # stopped early (a bench failure): take the apps along
-    for p in pids.values():
-        try: os.kill(p, signal.SIGKILL)
-        except OSError: pass
-    os._exit(0)
-signal.signal(signal.SIGTERM, bye)
-for line in sys.stdin:
-    for n in line.split():
-        if n.startswith('-'):
-            os.kill(pids.pop(n[1:]), signal.SIGTERM)
-        else:
-            pids[n] = os.posix_spawn(app, [app, n], os.environ)
-`;
-
 class FloorPeer implements Peer {
   readonly label = 'floor: posix_spawn loop, no supervision';
-  private readonly bin = which('python3');
-  private child: ReturnType<typeof spawn> | undefined;
+  private spawner: FloorSpawner | undefined;
   missing(): string | undefined {
-    return this.bin ? undefined : 'python3 not installed';
+    return FloorSpawner.missing();
   }
   async start(ws: PeerWorkspace): Promise<void> {
-    this.child = spawn(this.bin!, ['-u', '-c', FLOOR_LAUNCHER, ws.app], { stdio: ['pipe', 'ignore', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      this.child!.once('spawn', resolve);
-      this.child!.once('error', reject);
-    });
+    this.spawner = await FloorSpawner.start(ws.app, [ws.app, '{}']);
   }
   pids(): number[] {
-    return this.child?.pid ? [this.child.pid] : [];
-  }
-  private send(words: readonly string[]): Promise<void> {
-    markT0();
-    return new Promise((resolve, reject) => this.child!.stdin!.write(`${words.join(' ')}\n`, (err) => (err ? reject(err) : resolve())));
+    return this.spawner ? [this.spawner.pid] : [];
   }
   deploy(names: readonly string[]): Promise<void> {
-    return this.send(names);
+    markT0();
+    return this.spawner!.send(names);
   }
   remove(names: readonly string[]): Promise<void> {
-    return this.send(names.map((n) => `-${n}`));
+    markT0();
+    return this.spawner!.send(names.map((n) => `-${n}`));
   }
-  stop(): Promise<void> {
-    return stopChild(this.child, 'SIGTERM');
+  async stop(): Promise<void> {
+    await this.spawner?.stop();
   }
 }
 

@@ -6,13 +6,17 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { burstFloorRows, floorRounds } from './floor.js';
 import { BenchEmperor, makeWorkspace, type Arrival } from './harness.js';
 import type { Row, RowStatus, Section, SectionContext } from './types.js';
 import { cpuPct, fmtMb, fmtMs, fmtPct, isGone, now, pool, readStat, sleep, statusKb, waitForQuiet } from './util.js';
 
 const SECTION = 'scale';
 const COUNT = Number(process.env.BENCH_SCALE_COUNT ?? 5000);
-const VASSAL = JSON.stringify({ command: ['sleep', '1000'] });
+const COMMAND = ['sleep', '1000'];
+const VASSAL = JSON.stringify({ command: COMMAND });
+/** A vassal without a readiness rule is ready once up this long (the emperor's default). */
+const READY_AFTER_MS = 1000;
 const WRITE_CONCURRENCY = 8;
 /** Past this the part fails instead of hanging (the target is 20 s; 64 s was once measured). */
 const PART_TIMEOUT_MS = 180_000;
@@ -49,7 +53,23 @@ async function run(ctx: SectionContext): Promise<Row[]> {
   const emp = await BenchEmperor.start('emperor S', ws);
   const names = Array.from({ length: COUNT }, (_, i) => `s${String(i).padStart(5, '0')}`);
   const nameSet = new Set(names);
+  let floorRows: Row[] = [];
   try {
+    // The machine's floor for the same burst, as in `core` (one round of each by default: 5,000
+    // spawns take seconds), before the emperor's burst and its quiet wait.
+    const fq = await waitForQuiet(25, Number(process.env.BENCH_QUIET_WAIT_MS ?? 30_000));
+    rows.push(row('machine CPU busy before the floor, % of all cores', fmtPct(fq.busyPct)));
+    ctx.progress(`floor: ${COUNT} \`${COMMAND.join(' ')}\` by a bare posix_spawn loop, 1 and 2 processes`);
+    floorRows = await burstFloorRows({
+      section: SECTION,
+      command: COMMAND,
+      count: COUNT,
+      readyAfterMs: READY_AFTER_MS,
+      target: `≤ ${TARGET_ALL_RUNNING_MS / 1000} s`,
+      rounds: floorRounds(1),
+      timeoutMs: PART_TIMEOUT_MS,
+      progress: (msg) => ctx.progress(msg),
+    });
     const q = await waitForQuiet(25, Number(process.env.BENCH_QUIET_WAIT_MS ?? 30_000));
     rows.push(row('machine CPU busy before the burst, % of all cores', fmtPct(q.busyPct)));
     // Staged first, so the measured part is the renames and the emperor's work alone.
@@ -73,6 +93,7 @@ async function run(ctx: SectionContext): Promise<Row[]> {
     rows.push(
       row(`${COUNT} dropped at once → ${COUNT}th ready (ready = up 1 s)`, fmtMs(allReady), `≤ ${TARGET_ALL_RUNNING_MS / 1000} s`, allReady <= TARGET_ALL_RUNNING_MS ? 'ok' : 'MISS'),
     );
+    rows.push(...floorRows.splice(0));
     rows.push(row('emperor CPU during the burst, % of one core', fmtPct(cpuPct(cpu, allReady))));
 
     await sleep(IDLE_AFTER_MS);
@@ -94,6 +115,7 @@ async function run(ctx: SectionContext): Promise<Row[]> {
     const left = pids.filter((p) => !isGone(p));
     rows.push(row('pids left after the last "stopped"', String(left.length), '0', left.length === 0 ? 'ok' : 'MISS'));
   } catch (err) {
+    rows.push(...floorRows.splice(0));
     rows.push(row(`${COUNT} at once`, `bench failed: ${err instanceof Error ? err.message.split('\n')[0]! : String(err)}`, '—', 'error'));
   } finally {
     const res = await emp.stop();

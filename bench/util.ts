@@ -1,9 +1,15 @@
 // Small helpers: timing, statistics, formatting, and /proc readings of other processes.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 export const now = (): number => performance.now();
+
+/** The absolute path of a program on PATH, or undefined. */
+export const which = (bin: string): string | undefined => {
+  const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+};
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
