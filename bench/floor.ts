@@ -283,7 +283,7 @@ export async function burstFloorRows(o: BurstFloorOptions): Promise<Row[]> {
     return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
   };
   const spread = (xs: number[]): string => `${fmtMs(Math.min(...xs))}-${fmtMs(Math.max(...xs))}`;
-  const of = `median of ${o.rounds}`;
+  const of = o.rounds > 1 ? `median of ${o.rounds}` : '1 round';
   const ranges = o.rounds > 1 ? `; ranges ${spread(one)} / ${spread(two)}` : '';
   const plus = (xs: number[]): number => median(xs) + o.readyAfterMs;
   return [
