@@ -11,6 +11,7 @@ import type { EtcdConfig } from '../registries/etcd/options.js';
 import type { ConsulConfig } from '../registries/consul/options.js';
 import { claimStateDir } from '../state/state-dir.js';
 import { lockVassalsDir, type VassalsDirLock } from '../state/vassals-lock.js';
+import { usualTiering } from './tiering.js';
 import type { MetricsServer } from '../metrics/metrics.js';
 import type { FleetNode } from '../fleet/node.js';
 import type { DashboardOptions } from '../dashboard/options.js';
@@ -212,5 +213,7 @@ export async function runEmperor(o: RunOptions): Promise<void> {
     await emperor.shutdown();
     throw err;
   }
+  // Start-up is over: V8 optimizes at its usual pace again (bin/emperor slowed it; tiering.ts).
+  usualTiering();
   logger.info(`emperor ${process.pid} ready; control socket ${server.socketPath}`, { event: 'started', pid: process.pid, socket: server.socketPath });
 }
