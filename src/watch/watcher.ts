@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { watch, type FSWatcher, type Stats } from 'node:fs';
+import { lstatSync, watch, type FSWatcher, type Stats } from 'node:fs';
 import { classifyVassalFile } from '../config/names.js';
 import { changeKey, loadVassalFile, type LoadOptions } from '../config/load-file.js';
 import type { ConfigError } from '../config/errors.js';
-import { signatureOf, type FileFacts } from '../config/read.js';
+import { sameSignature, type FileFacts } from '../config/read.js';
 import type { VassalSpec } from '../config/spec.js';
 
 /** A valid file carries what fstat said about the descriptor its spec was read from (its owner). */
@@ -46,14 +46,30 @@ export interface WatcherOptions {
   readonly load?: LoadOptions;
 }
 
-/** Stats a periodic rescan has in flight at once (see rescan()). */
+/** Stats a periodic rescan has in flight at once in the thread pool (see statInPool()). */
 const RESCAN_LANES = 8;
+/** Main-thread time a rescan's lstats take before the event loop gets a turn (see statLocal()). */
+const STAT_SLICE_MS = 2;
+/** Two lstats in a row slower than this mean the disk is busy: the rest of that rescan uses the thread pool. */
+const SLOW_STAT_MS = 10;
+/**
+ * statfs(2) f_type of filesystems whose lstat is answered by this machine (memory or a local
+ * disk): ext2/3/4, xfs, btrfs, tmpfs, ramfs, overlayfs (containers' root), f2fs, zfs, jfs,
+ * reiserfs, bcachefs. Anything else (nfs, cifs/smb, fuse, 9p, ceph, ...) is stat'ed in the
+ * thread pool, where a hung server cannot stop the emperor's main thread.
+ */
+const LOCAL_FILESYSTEMS: ReadonlySet<number> = new Set([
+  0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x858458f6, 0x794c7630, 0xf2f52010, 0x2fc12fc1, 0x3153464a, 0x52654973, 0xca451a4e,
+]);
+
+/** lstatSync's options, made once: a rescan allocates what it must, no more. */
+const NO_THROW = { throwIfNoEntry: false } as const;
 
 interface Known {
   /** Hash of the content last reported. */
   hash: string;
-  /** Cheap change detector for rescans: skip reading a file whose inode, size and times are unchanged. */
-  sig: string;
+  /** Cheap change detector for rescans: skip reading a file whose inode, size and times are unchanged (none: always read). */
+  facts: FileFacts | undefined;
 }
 
 /**
@@ -74,12 +90,15 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
   private rescanTimer: NodeJS.Timeout | undefined;
   private burstTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** path.join(dir, name) is prefix + name for any name readdir returns (see vassalPath()). */
+  private readonly prefix: string;
 
   constructor(
     readonly dir: string,
     private readonly opts: WatcherOptions,
   ) {
     super();
+    this.prefix = path.join(dir, 'x').slice(0, -1);
   }
 
   /** Starts watching, then reports every vassal file already present. */
@@ -185,6 +204,14 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
    * Compare the directory with what was reported and repair differences.
    * `initial` reads every file at once: at start-up there is no write in progress to wait for
    * that a watcher could have told us about.
+   *
+   * Every rescan looks at every file, even when inotify reported nothing: the rescan is there
+   * for what inotify cannot report. libuv drops the kernel's queue-overflow event (it has no
+   * watch descriptor), so after an overflow nothing says that events were lost; a write through
+   * a shared mapping (mmap) changes a file with no event at all; and the target of a symlinked
+   * vassal file lies outside the watched directory. The directory's own mtime changes only when
+   * an entry is added, removed or renamed, never when a file is written in place, so it cannot
+   * stand in for the files' stats.
    */
   async rescan(initial = false): Promise<void> {
     if (this.closed) return;
@@ -197,33 +224,123 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
       return;
     }
     const present = new Set<string>();
-    const visit = async (name: string): Promise<void> => {
-      if (classifyVassalFile(name).kind === 'ignored') return;
-      const file = path.join(this.dir, name);
-      // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once. The
-      // stat only says whether to look again; what the file is, read() asks its descriptor.
-      const st = await this.statEntry(file);
-      if (!st) return;
-      present.add(file);
-      const k = this.known.get(file);
-      if (initial) await this.process(file);
-      else if (!k || k.sig !== signatureOf(st)) this.touch(file, 'rescan');
-    };
     if (initial) {
       // Start-up: every file is read at once, as fast as the thread pool goes.
-      await Promise.all(names.map(visit));
+      await Promise.all(
+        names.map(async (name) => {
+          if (classifyVassalFile(name).kind === 'ignored') return;
+          const file = path.join(this.dir, name);
+          // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once.
+          if (!(await this.statEntry(file))) return;
+          present.add(file);
+          await this.process(file);
+        }),
+      );
     } else {
-      // The periodic safety net runs every 10 s for as long as the emperor lives. With all stats
-      // in flight at once, 1,000 files meant 1,000 live promises and Stats objects across each
-      // young-generation GC: promoted, then collected by a full mark-compact, which made most of
-      // the idle CPU with 1,000 vassals (issue 13). A few at a time, each dies young.
-      let next = 0;
-      const lane = async (): Promise<void> => {
-        while (next < names.length && !this.closed) await visit(names[next++]!);
+      // The stat only says whether to look again; what the file is, read() asks its descriptor.
+      const seen = (file: string, st: Stats | undefined): void => {
+        if (!st) return;
+        present.add(file);
+        const k = this.known.get(file);
+        if (!k?.facts || !sameSignature(k.facts, st)) this.touch(file, 'rescan');
       };
-      await Promise.all(Array.from({ length: Math.min(RESCAN_LANES, names.length) }, lane));
+      const pool: string[] = [];
+      if (await this.statsStayLocal()) await this.statLocal(names, seen, pool);
+      else
+        for (const name of names) {
+          const file = this.vassalPath(name);
+          if (file !== undefined) pool.push(file);
+        }
+      await this.statInPool(pool, seen);
     }
     for (const file of this.known.keys()) if (!present.has(file)) this.touch(file, 'rescan');
+  }
+
+  /**
+   * The path of a directory entry that may be a vassal file (path.join(dir, name): a name from
+   * readdir has no slash and is never "." or ".."), undefined for one that is ignored. A known
+   * file is not classified again: a rescan allocates what it must, no more (see statLocal()).
+   */
+  private vassalPath(name: string): string | undefined {
+    const file = this.prefix + name;
+    return this.known.has(file) || classifyVassalFile(name).kind !== 'ignored' ? file : undefined;
+  }
+
+  /**
+   * Whether the directory is on a filesystem whose lstat answers from this machine's memory or
+   * disk, never from a server that can hang (NFS, CIFS, FUSE, 9p...): only then may statLocal()
+   * stat its files in the main thread. Asked at each rescan, since the directory (or a symlink
+   * to it) can be replaced by one elsewhere.
+   */
+  private async statsStayLocal(): Promise<boolean> {
+    const st = await fs.statfs(this.dir).catch(() => undefined);
+    return st !== undefined && LOCAL_FILESYSTEMS.has(st.type);
+  }
+
+  /**
+   * The periodic safety net runs every 10 s for as long as the emperor lives, so its cost is the
+   * emperor's idle CPU (issue 13). Through the thread pool each stat is a promise, a request, a
+   * trip to a pool thread and back (futex wake-ups, an eventfd write) and a Stats object: with
+   * 1,000 files that was most of the idle CPU with 1,000 vassals; an lstatSync costs about a
+   * quarter of it. So on a local filesystem each entry is lstat'ed here, in this thread, and
+   * what that says is a regular file is done: for it lstat is stat (no link to follow), and
+   * lstat never leaves the directory's filesystem. Anything else (a symlink, whose target may be
+   * anywhere; a FIFO; an entry gone or unreadable) goes to the thread pool (`pool`), as before.
+   * The trade-off is that this thread waits for each lstat: on a local filesystem that is memory
+   * (the inodes were read at start-up and every 10 s since) or one disk read. So the lstats run
+   * in slices of STAT_SLICE_MS with a turn of the event loop between them (a vassal's exit is
+   * handled there), and two in a row slower than SLOW_STAT_MS (a busy disk) send the rest of
+   * this rescan to the thread pool.
+   */
+  private async statLocal(names: string[], seen: (file: string, st: Stats | undefined) => void, pool: string[]): Promise<void> {
+    let i = 0;
+    let slow = 0;
+    while (i < names.length) {
+      if (this.closed) return;
+      const sliceEnd = performance.now() + STAT_SLICE_MS;
+      do {
+        const file = this.vassalPath(names[i++]!);
+        if (file === undefined) continue;
+        const t0 = performance.now();
+        let st: Stats | undefined;
+        try {
+          st = lstatSync(file, NO_THROW);
+        } catch {
+          st = undefined; // EACCES and the like: the pool's stat says what it says
+        }
+        const t1 = performance.now();
+        if (st?.isFile()) seen(file, st);
+        else pool.push(file);
+        // Two slow ones in a row: one alone is as likely this thread losing its core for a
+        // while on a busy machine (the next one then runs in a fresh time slice).
+        if (t1 - t0 <= SLOW_STAT_MS) slow = 0;
+        else if (++slow === 2) {
+          for (; i < names.length; i++) {
+            const rest = this.vassalPath(names[i]!);
+            if (rest !== undefined) pool.push(rest);
+          }
+          return;
+        }
+        if (t1 >= sliceEnd) break;
+      } while (i < names.length);
+      if (i < names.length) await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * Stats in the thread pool, a few at a time: with all of them in flight at once, 1,000 files
+   * meant 1,000 live promises and Stats objects across each young-generation GC: promoted, then
+   * collected by a full mark-compact (issue 13). A few at a time, each dies young.
+   */
+  private async statInPool(files: string[], seen: (file: string, st: Stats | undefined) => void): Promise<void> {
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < files.length && !this.closed) {
+        const file = files[next++]!;
+        seen(file, await this.statEntry(file));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RESCAN_LANES, files.length) }, lane));
   }
 
   /** Change detector only (links followed as read() follows them); never decides anything. */
@@ -328,7 +445,7 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
     }
     const hash = result.ok ? changeKey(result.spec, result.facts) : result.hash;
     const prev = this.known.get(file);
-    this.known.set(file, { hash, sig: result.facts ? signatureOf(result.facts) : '' });
+    this.known.set(file, { hash, facts: result.facts });
     if (prev?.hash === hash) return; // touched, not changed; or refused again for the same reason
     this.emit('upsert', file, result.ok ? { ok: true, spec: result.spec, facts: result.facts } : { ok: false, error: result.error });
   }
