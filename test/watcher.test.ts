@@ -203,3 +203,46 @@ describe('VassalDirWatcher: no settle delay for a complete file (issue 13)', () 
     assert.deepEqual(torn.map((e) => path.basename(e.file)), []);
   });
 });
+
+// The periodic rescan is the safety net for what inotify does not report (issue 13 made it
+// cheaper: see rescan() and statLocal()). Each change below makes no event in the watched
+// directory at all, so only a rescan that stats every file, following links, can find it.
+describe('VassalDirWatcher: the periodic rescan finds what inotify never reports', () => {
+  it('a file written in place through a shared mapping (mmap writes make no inotify event)', async () => {
+    const s = await setup({ rescanMs: 100 });
+    current = s.w;
+    const file = path.join(s.dir, 'mapped.yaml');
+    await fs.writeFile(file, vassal('1'));
+    await s.w.start();
+    assert.equal(s.events.length, 1);
+    // Same size, other bytes: the kernel updates the file's times, but the directory's mtime and
+    // the inotify watch see nothing. python3 (on every machine of this project) maps it.
+    const mapWrite = 'import mmap, sys\nwith open(sys.argv[1], "r+b") as f:\n    m = mmap.mmap(f.fileno(), 0)\n    m[:] = sys.argv[2].encode()\n    m.flush()\n    m.close()\n';
+    execFileSync('python3', ['-c', mapWrite, file, vassal('2')]);
+    await s.until(2);
+    const changed = s.events[1]!;
+    assert.ok(changed.kind === 'upsert' && changed.verdict.ok, JSON.stringify(changed));
+    assert.equal(changed.verdict.spec.env.V, '2');
+  });
+
+  it('a symlinked vassal file whose target is replaced outside the watched directory', async () => {
+    const s = await setup({ rescanMs: 100 });
+    current = s.w;
+    const elsewhere = await fs.mkdtemp(path.join(os.tmpdir(), 'emperor-watch-target-'));
+    try {
+      const target = path.join(elsewhere, 'app.yaml');
+      await fs.writeFile(target, vassal('1'));
+      await fs.symlink(target, path.join(s.dir, 'app.yaml'));
+      await s.w.start();
+      assert.equal(s.events.length, 1);
+      await fs.writeFile(path.join(elsewhere, 'next.yaml'), vassal('two'));
+      await fs.rename(path.join(elsewhere, 'next.yaml'), target);
+      await s.until(2);
+      const changed = s.events[1]!;
+      assert.ok(changed.kind === 'upsert' && changed.verdict.ok && path.basename(changed.file) === 'app.yaml', JSON.stringify(changed));
+      assert.equal(changed.verdict.spec.env.V, 'two');
+    } finally {
+      await fs.rm(elsewhere, { recursive: true, force: true });
+    }
+  });
+});
