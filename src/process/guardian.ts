@@ -197,8 +197,7 @@ export class Guardian {
     const cg = safeCgroup(cgroup);
     this.groups.add(pgid);
     this.fenced.set(pgid, cg);
-    if (this.started && !this.running) this.start();
-    else this.send(fencedLine(pgid, cg));
+    this.deliver(fencedLine(pgid, cg));
     if (cgroup !== null) this.unexpectFenced(cgroup);
     // Not batched: until the guardian has this line, a freeze of the emperor would leave the
     // instance running past the lease (only the announced cgroup, if any, covers it).
@@ -215,8 +214,7 @@ export class Guardian {
     if (cg === null || this.expected.has(cg)) return;
     const token = this.nextToken++;
     this.expected.set(cg, token);
-    if (this.started && !this.running) this.start();
-    else this.send(`P${token} ${cg}`);
+    this.deliver(`P${token} ${cg}`);
     this.writeQueued();
   }
 
@@ -240,9 +238,7 @@ export class Guardian {
   add(pgid: number): void {
     if (!Number.isInteger(pgid) || pgid < 2) return;
     this.groups.add(pgid);
-    // A guardian that died is replaced at the next vassal start (which replays the set).
-    if (this.started && !this.running) this.start();
-    else this.send(`+${pgid}`);
+    this.deliver(`+${pgid}`);
   }
 
   remove(pgid: number): void {
@@ -267,6 +263,15 @@ export class Guardian {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * A line about state the emperor just recorded: a guardian that died is replaced here, at the
+   * next vassal start, and a new one is sent the whole state (start() replays it), this line included.
+   */
+  private deliver(line: string): void {
+    if (this.started && !this.running) this.start();
+    else this.send(line);
   }
 
   /**
