@@ -228,8 +228,8 @@ export class VassalDirWatcher extends EventEmitter<WatcherEvents> {
       // Start-up: every file is read at once, as fast as the thread pool goes.
       await Promise.all(
         names.map(async (name) => {
-          if (classifyVassalFile(name).kind === 'ignored') return;
-          const file = path.join(this.dir, name);
+          const file = this.vassalPath(name);
+          if (file === undefined) return;
           // Any entry counts, FIFOs and directories too: read() refuses them as invalid, once.
           if (!(await this.statEntry(file))) return;
           present.add(file);
