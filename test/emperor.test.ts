@@ -115,6 +115,8 @@ describe('vassal directory events', () => {
       await fh.write(`  APP_VERSION: final\n`);
       await fh.close();
       await own.waitEvent('chunked', 'ready');
+      // "ready" is up 1 s; a loaded machine can take longer to start node and run the app's first line.
+      await waitFor(async () => (await readLines(appLog)).length > 0, 'the app to log its start');
       assert.deepEqual((await readLines(appLog)).map((l) => l.split(' ')[2]), ['final']);
       assert.equal(own.events('chunked', 'spawned').length, 1);
     } finally {
@@ -128,6 +130,7 @@ describe('vassal directory events', () => {
     await fs.writeFile(tmp, JSON.stringify(appVassal(APP, { APP_LOG: appLog, APP_VERSION: 'atomic' })));
     await fs.rename(tmp, path.join(ws.vassals, 'atomic.yaml'));
     await emp.waitEvent('atomic', 'ready');
+    await waitFor(async () => (await readLines(appLog)).length > 0, 'the app to log its start');
     assert.deepEqual((await readLines(appLog)).map((l) => l.split(' ')[2]), ['atomic']);
     assert.equal(emp.events('atomic', 'spawned').length, 1);
   });
