@@ -354,7 +354,10 @@ void test('an exec that fails after the checks: exited carries the error, or set
 const SELF_REPORT = [
   'echo "cwd=$(pwd) arg0=$0 args=$*"',
   // Dispositions and mask: Node ignores SIGPIPE itself; a vassal must start with all defaults.
-  'grep -E "^Sig(Ign|Blk)" /proc/$$/status',
+  // Read by the shell itself, not by a command it forks: dash blocks every signal around its
+  // vfork until the child has exec'd, so a grep of the shell's status can catch that moment
+  // (one run in four under load, either backend).
+  'while IFS= read -r l; do case $l in SigIgn*|SigBlk*) echo "$l";; esac; done < /proc/$$/status',
   // Session and group: fields 5 and 6 of stat, after the command name; each vassal leads both.
   'set -- $(sed "s/.*) //" /proc/$$/stat); echo "pid=$$ pgid=$3 sid=$4"',
   // Every fd the shell holds: 0-4 as asked (dash keeps its own at 10 and up), none of the emperor's.
