@@ -29,10 +29,11 @@ const row = (metric: string, value: string, target = '—', status: RowStatus = 
 const maxT = (arrivals: Map<string, Arrival>): number => Math.max(...[...arrivals.values()].map((a) => a.t));
 
 /**
- * Each vassal holds 4 of the emperor's descriptors (stdout, stderr, the Emperor protocol socket,
- * its log file), so 5,000 need more than the 20,000 some hosts allow by default; the emperor then
- * refuses the last starts with a clear error, as it should. As root the bench raises its own
- * limit (inherited by the emperor it starts), as an operator would with LimitNOFILE=.
+ * Each quiet vassal holds 3 of the emperor's descriptors (stdout, stderr, the Emperor protocol
+ * socket; a log file too once it writes), so 5,000 need about 15,000: some hosts allow 20,000 by
+ * default, others 1,024, where the emperor refuses the last starts with a clear error, as it
+ * should. As root the bench raises its own limit (inherited by the emperor it starts), as an
+ * operator would with LimitNOFILE=.
  */
 function raiseFdLimit(): string {
   const want = COUNT * 4 + 4096;

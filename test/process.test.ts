@@ -407,6 +407,44 @@ void test('vassals start through posix_spawn, set up exactly as child_process se
   assert.match(native, /^EXTRA=a b PATH=\S+ $/m);
 });
 
+const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
+
+void test('a quiet running vassal holds three of the emperor\'s descriptors (stdout, stderr, fd 3), none once reaped', async (t) => {
+  const s = scratch(t);
+  const n = 20;
+  // Starts are synchronous: nothing else in this process opens or closes a descriptor between
+  // the two counts. The log file is opened only once the app writes (sleep never does). A first
+  // start opens what the emperor keeps open for all starts (its /proc/self/limits reader).
+  const first = start(s, ['/bin/true']);
+  assert.deepEqual(await within(first.exited, 'exit'), { code: 0, signal: null });
+  const before = openFds();
+  const procs = Array.from({ length: n }, () => start(s, ['sleep', '1000']));
+  const held = openFds() - before;
+  assert.ok(procs.every((p) => p.pid > 0));
+  // 4 per vassal with a pidfd each: 5,000 vassals did not fit in a 20,000 open-files limit.
+  assert.equal(held, 3 * n, `descriptors held for ${n} vassals`);
+  for (const p of procs) p.signalGroup('SIGKILL');
+  for (const p of procs) assert.deepEqual(await within(p.exited, 'exit'), { code: null, signal: 'SIGKILL' });
+  await waitFor(() => openFds() <= before, 'every pipe of the reaped vassals closed');
+  for (const p of procs) assert.equal(fs.existsSync(`/proc/${p.pid}`), false, 'reaped, not a zombie');
+});
+
+void test('native exits and child_process exits at the same moments: each is reported to its own owner, with its code', async (t) => {
+  const s = scratch(t);
+  // Both reap on SIGCHLD in this process: neither may take the other's children. A reaper that
+  // took any exited child would leave child_process waiting forever for its 'exit'.
+  for (let round = 0; round < 10; round++) {
+    const waits: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 10; i++) {
+      const c = spawn('/bin/sh', ['-c', `exit ${i + 1}`], { stdio: 'ignore' });
+      waits.push(within(new Promise((resolve) => c.once('exit', (code) => resolve(code))), 'a child_process exit').then((code) => assert.equal(code, i + 1)));
+      const p = start(s, ['/bin/sh', '-c', `exit ${i + 20}`]);
+      waits.push(within(p.exited, 'a native exit').then((info) => assert.deepEqual(info, { code: i + 20, signal: null })));
+    }
+    await Promise.all(waits);
+  }
+});
+
 void test('native start: a cgroup it cannot join or an fd limit it cannot set is the start\'s error; nothing runs', async (t) => {
   const s = scratch(t);
   const marker = path.join(s.dir, 'ran');

@@ -5,7 +5,7 @@
 // is what most of "200 apps at once" waited for (issue 13). The child is set up as uv_spawn sets
 // up a `detached: true` child, and before its exec also joins its cgroups, sets its fd limit and
 // takes its parent-death signal, which otherwise cost an extra exec each (a /bin/sh wrapper,
-// setpriv). Its exit comes from a pidfd on this event loop (see native/spawn.c).
+// setpriv). Its exit comes from SIGCHLD on this event loop, reaped with waitid (see native/spawn.c).
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { constants } from 'node:os';
