@@ -536,8 +536,9 @@ void describe('etcd adapter: outages', () => {
     await assert.rejects(settlesWithin(a.snapshot(), 5000, 'snapshot after kill'), /etcd unreachable/);
     await etcd.start();
     const back = Date.now();
-    // Recovery window: the registrar retries at most every second; the client must not
-    // refuse for longer than that (etcd3's default circuit breaker would for 5 s).
+    // It recovers by itself. How soon (the registrar retries every second, so the client should
+    // not refuse for much longer; etcd3's default circuit breaker would for 5 s) is a timing
+    // figure: `npm run bench`, section etcd, row (f), target ≤ 2.5 s. Here only a deadline.
     await waitFor(
       async () => {
         try {
@@ -548,7 +549,7 @@ void describe('etcd adapter: outages', () => {
         }
       },
       'apply to succeed after the restart',
-      2500,
+      30_000,
     );
     console.log(`# etcd adapter: apply succeeded ${Date.now() - back} ms after etcd was healthy again`);
     const snap = await a.snapshot();
